@@ -1,0 +1,197 @@
+"""Perplexity per token, comparable with the language-modelling literature.
+
+Every token of a split is a target except the first (nothing predicts it); ``<eos>`` tokens (one per
+line, appended by the data pipeline) are targets like any word, as in the PTB and WikiText papers.
+Per-token perplexity is ``exp(sum of token losses / number of scored tokens)``: losses are summed over
+tokens on every process and reduced with ``accelerator.reduce(..., "sum")``, never averaged over
+batches of unequal size.
+
+Which method is used depends on what the model can do, not on its type:
+
+* Models with ``supports_state_carrying = True`` (recurrent models) read the split as a stream with
+  the state carried across windows, so every token is conditioned on the whole history before it.
+  For speed the split is cut into ``batch_size`` contiguous streams read in parallel (per process),
+  which restarts the state ``batch_size * num_processes - 1`` extra times; with ``batch_size=1`` on
+  one process the figure is the exact single-stream number the literature reports (AWD-LSTM evaluates
+  test with batch size 1). The window length only changes speed, not the result.
+* Other models (the Transformer) use a sliding window of ``window`` tokens advanced by ``stride``:
+  the first window scores all its tokens, each later window scores only its last ``stride`` tokens,
+  each of which then sees at least ``window - stride`` tokens of context (the recipe in the
+  transformers "Perplexity of fixed-length models" guide). ``stride == window`` gives disjoint
+  blocks (fast, pessimistic); a smaller stride approaches the full-context figure.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+from hwlm.training.loaders import StreamLoader
+
+__all__ = ["supports_state_carrying", "evaluate_perplexity", "stream_loss_sum", "sliding_window_loss_sum"]
+
+
+def supports_state_carrying(model) -> bool:
+    """True when the model returns a state that can be fed back to continue a stream (a capability flag)."""
+    return bool(getattr(model, "supports_state_carrying", False))
+
+
+def _summed_loss(model, input_ids, shift_labels, cache=None, use_cache=False):
+    # num_items_in_batch=1 turns the model's loss into the plain sum over scored tokens.
+    out = model(input_ids=input_ids, shift_labels=shift_labels, num_items_in_batch=1, cache=cache, use_cache=use_cache)
+    return out.loss.double(), out
+
+
+@torch.no_grad()
+def stream_loss_sum(
+    model,
+    tokens: torch.Tensor,
+    *,
+    batch_size: int,
+    bptt: int,
+    device: torch.device | str = "cpu",
+    num_processes: int = 1,
+    process_index: int = 0,
+    pad_token_id: int = 0,
+    autocast=None,
+) -> tuple[float, int]:
+    """Summed loss and number of scored tokens of this process's streams of ``tokens`` (N,)."""
+    loader = StreamLoader(
+        tokens,
+        batch_size=batch_size,
+        bptt=bptt,
+        num_processes=num_processes,
+        process_index=process_index,
+        pad_to_full=True,
+        pad_token_id=pad_token_id,
+    )
+    total, count, cache = torch.zeros((), dtype=torch.float64), 0, None
+    for window in loader:
+        n = window.num_tokens
+        with autocast() if autocast else _null():
+            loss, out = _summed_loss(
+                model, window.input_ids.to(device), window.shift_labels.to(device), cache=cache, use_cache=True
+            )
+        cache = out.cache
+        if n:
+            total += loss.cpu()
+            count += n
+    return float(total), count
+
+
+def sliding_windows(num_tokens: int, window: int, stride: int) -> list[tuple[int, int]]:
+    """``(begin, first_scored)`` pairs: the window covers inputs ``begin:begin+window``; targets from
+    position ``first_scored`` of the window on are scored (earlier ones are context already scored)."""
+    if not 0 < stride <= window:
+        raise ValueError(f"eval stride must be in 1..window ({window}), got {stride}")
+    out, scored_until = [], 0  # targets 1..scored_until are done
+    begin = 0
+    while scored_until < num_tokens - 1:
+        end = min(begin + window, num_tokens - 1)  # last target index covered
+        out.append((begin, scored_until - begin))
+        scored_until = end
+        begin += stride
+    return out
+
+
+@torch.no_grad()
+def sliding_window_loss_sum(
+    model,
+    tokens: torch.Tensor,
+    *,
+    window: int,
+    stride: int,
+    batch_size: int,
+    device: torch.device | str = "cpu",
+    num_processes: int = 1,
+    process_index: int = 0,
+    pad_token_id: int = 0,
+    autocast=None,
+) -> tuple[float, int]:
+    """Summed loss and scored-token count of this process's share of the sliding windows over ``tokens``."""
+    windows = sliding_windows(tokens.numel(), window, stride)
+    per_rank = math.ceil(len(windows) / num_processes)
+    mine = windows[process_index * per_rank : (process_index + 1) * per_rank]
+    total, count = torch.zeros((), dtype=torch.float64), 0
+    for i in range(0, len(mine), batch_size):
+        chunk = mine[i : i + batch_size]
+        inp = torch.full((len(chunk), window), pad_token_id, dtype=torch.long)  # (B, W)
+        lab = torch.full((len(chunk), window), -100, dtype=torch.long)  # (B, W)
+        for row, (begin, first) in enumerate(chunk):
+            x = tokens[begin : begin + window]
+            y = tokens[begin + 1 : begin + window + 1]
+            inp[row, : x.numel()] = x
+            lab[row, max(first, 0) : y.numel()] = y[max(first, 0) :]
+        n = int((lab != -100).sum())
+        with autocast() if autocast else _null():
+            loss, _ = _summed_loss(model, inp.to(device), lab.to(device))
+        total += loss.cpu()
+        count += n
+    return float(total), count
+
+
+class _null:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
+
+
+def evaluate_perplexity(
+    model,
+    tokens: torch.Tensor,
+    *,
+    accelerator=None,
+    batch_size: int = 10,
+    bptt: int = 70,
+    window: int | None = None,
+    stride: int | None = None,
+    pad_token_id: int = 0,
+) -> dict[str, Any]:
+    """Perplexity of ``model`` on the token stream ``tokens`` (N,), summed across processes.
+
+    Args:
+        model: a (possibly accelerate-wrapped) causal LM; evaluation runs the unwrapped module in eval mode.
+        tokens (`torch.LongTensor` of shape (N,)): the split.
+        accelerator (`accelerate.Accelerator`, *optional*): shards the work and reduces the sums.
+        batch_size: parallel streams (state-carrying models) or windows per forward (others), per process.
+        bptt: window length for state-carrying models.
+        window / stride: sliding window for other models; ``window`` defaults to
+            ``config.max_position_embeddings``, ``stride`` to ``window // 2``.
+
+    Returns:
+        ``{"loss": mean nats per token, "perplexity": exp(loss), "num_tokens": scored tokens}``.
+    """
+    if accelerator is not None:
+        net = accelerator.unwrap_model(model)
+        device, P, r = accelerator.device, accelerator.num_processes, accelerator.process_index
+        autocast = accelerator.autocast
+    else:
+        net = model
+        device, P, r, autocast = next(model.parameters()).device, 1, 0, None
+    was_training = net.training
+    net.eval()
+    try:
+        if supports_state_carrying(net):
+            total, count = stream_loss_sum(
+                net, tokens, batch_size=batch_size, bptt=bptt, device=device,
+                num_processes=P, process_index=r, pad_token_id=pad_token_id, autocast=autocast,
+            )
+        else:
+            window = window or int(net.config.max_position_embeddings)
+            stride = stride or max(window // 2, 1)
+            total, count = sliding_window_loss_sum(
+                net, tokens, window=window, stride=stride, batch_size=batch_size, device=device,
+                num_processes=P, process_index=r, pad_token_id=pad_token_id, autocast=autocast,
+            )
+    finally:
+        net.train(was_training)
+    sums = torch.tensor([total, float(count)], dtype=torch.float64, device=device)
+    if accelerator is not None and P > 1:
+        sums = accelerator.reduce(sums, reduction="sum")
+    total, count = float(sums[0]), int(round(float(sums[1])))
+    loss = total / max(count, 1)
+    return {"loss": loss, "perplexity": math.exp(min(loss, 700.0)), "num_tokens": count}

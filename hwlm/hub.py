@@ -1,0 +1,156 @@
+"""Model cards and Hub uploads for hwlm output folders.
+
+The card is rendered from the top-level ``model_card.md`` (a Jinja template) with
+``huggingface_hub.ModelCard.from_template``, which writes the YAML header the Hub reads
+(``library_name``, ``pipeline_tag``, ``datasets``, ``license``, ``metrics``, ``model-index``).
+Uploads send the whole folder (model, tokenizer, code, card, results, curves) with
+``HfApi().upload_folder``; ``model.push_to_hub`` would send the model only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+__all__ = ["render_model_card", "write_model_card", "push_folder", "MODEL_CARD_TEMPLATE"]
+
+MODEL_CARD_TEMPLATE = Path(__file__).resolve().parents[1] / "model_card.md"
+
+# Used only when hwlm is installed without its source tree (the template is a top-level file).
+_FALLBACK_TEMPLATE = """---
+{{ card_data }}
+---
+
+# {{ model_name }}
+
+Word-level {{ architecture }} language model trained with hwlm. Results: {{ results_json }}
+
+```bash
+{{ command }}
+```
+"""
+
+
+def render_model_card(
+    *,
+    model_name: str,
+    config,
+    results: dict[str, Any],
+    command: str,
+    settings: dict[str, Any] | None = None,
+    dataset_name: str | None = None,
+    license: str = "apache-2.0",
+    repo_id: str | None = None,
+    num_parameters: int | None = None,
+    template_path: str | os.PathLike | None = None,
+):
+    """Render the model card for a trained folder.
+
+    Args:
+        model_name: the card title and ``model-index`` name.
+        config: the model's ``PreTrainedConfig`` (architecture and vocabulary size).
+        results: ``all_results.json`` content: keys ``<split>_perplexity``, ``<split>_loss``, ``<split>_num_tokens``.
+        command: the exact command line of the run.
+        settings: run settings to show (a flat mapping).
+        dataset_name: Hub dataset id (goes to the ``datasets`` metadata) or a local description.
+    Returns:
+        a ``huggingface_hub.ModelCard``.
+    """
+    import yaml
+    from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+    splits = sorted({k[: -len("_perplexity")] for k in results if k.endswith("_perplexity")})
+    eval_results = [
+        EvalResult(
+            task_type="text-generation",
+            dataset_type=dataset_name or "local",
+            dataset_name=dataset_name or "local corpus",
+            dataset_split=split,
+            metric_type="perplexity",
+            metric_name=f"{split} perplexity",
+            metric_value=round(float(results[f"{split}_perplexity"]), 2),
+        )
+        for split in splits
+    ]
+    is_hub_dataset = bool(dataset_name) and not os.path.exists(dataset_name)
+    card_data = ModelCardData(
+        model_name=model_name,
+        library_name="transformers",
+        pipeline_tag="text-generation",
+        license=license,
+        datasets=[dataset_name] if is_hub_dataset else None,
+        metrics=["perplexity"],
+        tags=["hwlm", config.model_type, "word-level", "language-modeling"],
+        eval_results=eval_results or None,
+    )
+    rows = [
+        {
+            "split": s,
+            "perplexity": f"{results[f'{s}_perplexity']:.2f}",
+            "loss": f"{results.get(f'{s}_loss', float('nan')):.4f}",
+            "num_tokens": results.get(f"{s}_num_tokens", ""),
+        }
+        for s in splits
+    ]
+    stateful = bool(results.get("eval_method") == "stream")
+    eval_method = (
+        "each split read as one stream with the recurrent state carried across windows."
+        if stateful
+        else "sliding window (see `hwlm/evaluation.py`)."
+    )
+    template = Path(template_path) if template_path else MODEL_CARD_TEMPLATE
+    kwargs = dict(
+        model_name=model_name,
+        architecture=getattr(config, "model_type", "causal LM"),
+        num_parameters=f"{num_parameters:,}" if num_parameters else "?",
+        vocab_size=getattr(config, "vocab_size", "?"),
+        dataset_name=dataset_name,
+        eval_method=eval_method,
+        results_table=rows,
+        results_json=json.dumps(results),
+        repo_id=repo_id or "path/to/folder",
+        command=command,
+        settings=yaml.safe_dump(settings or {}, sort_keys=True).strip(),
+    )
+    if template.is_file():
+        return ModelCard.from_template(card_data, template_path=str(template), **kwargs)
+    return ModelCard.from_template(card_data, template_str=_FALLBACK_TEMPLATE, **kwargs)
+
+
+def write_model_card(folder: str | os.PathLike, **kwargs) -> Path:
+    """Render the card (see :func:`render_model_card`) and save it as ``folder/README.md``."""
+    card = render_model_card(**kwargs)
+    path = Path(folder) / "README.md"
+    card.save(str(path))
+    return path
+
+
+def push_folder(
+    folder: str | os.PathLike,
+    repo_id: str,
+    *,
+    private: bool = False,
+    token: str | None = None,
+    commit_message: str = "Upload hwlm model",
+) -> str:
+    """Create ``repo_id`` if needed and upload every file of ``folder`` except checkpoints; return the commit URL.
+
+    Set ``HF_ENDPOINT`` to target another hub (the tests use a server on loopback).
+    """
+    from huggingface_hub import HfApi
+
+    folder = Path(folder)
+    missing = [name for name in ("config.json", "model.safetensors") if not (folder / name).is_file()]
+    if missing:
+        raise FileNotFoundError(f"{str(folder)!r} is not a model folder: {missing} missing (train first, or point at the output_dir)")
+    api = HfApi(token=token)
+    api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+    info = api.upload_folder(
+        repo_id=repo_id,
+        folder_path=str(folder),
+        commit_message=commit_message,
+        ignore_patterns=["checkpoints/**", "best_model/**", "runs/**", "*.tmp*"],
+    )
+    return str(getattr(info, "commit_url", info))

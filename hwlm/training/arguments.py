@@ -1,0 +1,223 @@
+"""Run settings: dataclasses with a help text per field, parsed from the command line and from presets.
+
+Three dataclasses describe a run: :class:`ModelArguments` (which model), ``hwlm.data.DataArguments``
+(which corpus and tokenizer) and :class:`TrainingArguments` (how to train). Flag names follow
+``run_clm_no_trainer.py`` where they overlap. A preset is a YAML or JSON mapping of the same field names
+(``--config presets/NAME.yaml``); flags given on the command line override it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+from transformers import HfArgumentParser
+
+__all__ = [
+    "ModelArguments",
+    "TrainingArguments",
+    "load_preset",
+    "parse_args",
+    "parse_config_overrides",
+    "run_argument_classes",
+]
+
+
+@dataclass
+class ModelArguments:
+    """Which model to train."""
+
+    model_type: str = field(
+        default="hwlm_lstm",
+        metadata={"help": "Registered model type: hwlm_rnn, hwlm_lstm or hwlm_transformer (ignored with --config_name)."},
+    )
+    config_name: Optional[str] = field(
+        default=None, metadata={"help": "A config.json file or a folder holding one; overrides --model_type."}
+    )
+    config_overrides: Optional[str] = field(
+        default=None,
+        metadata={
+            "help": "Config fields to set, 'hidden_size=200,num_hidden_layers=2,tie_word_embeddings=true' "
+            "(values parsed as YAML). In a preset this may be a mapping. vocab_size always comes from the tokenizer."
+        },
+    )
+    model_name_or_path: Optional[str] = field(
+        default=None, metadata={"help": "Start from the weights of this saved folder instead of a fresh model."}
+    )
+
+
+@dataclass
+class TrainingArguments:
+    """How to train: batching regime, optimisation, checkpoints, logging and publishing."""
+
+    output_dir: str = field(default="outputs/run", metadata={"help": "Where the model folder, checkpoints and logs go."})
+    overwrite_output_dir: bool = field(
+        default=False, metadata={"help": "Allow --output_dir to hold another run (its files are replaced)."}
+    )
+    prepared_data_dir: Optional[str] = field(
+        default=None,
+        metadata={"help": "A folder written by hwlm-prepare. Without it the corpus is prepared from the data flags."},
+    )
+    batching: Literal["streams", "blocks"] = field(
+        default="streams",
+        metadata={
+            "help": "streams: B parallel token streams read in bptt windows with the recurrent state carried "
+            "(recurrent models); blocks: shuffled independent blocks of --block_size tokens (Transformer)."
+        },
+    )
+    bptt: int = field(default=35, metadata={"help": "Window length in tokens for --batching streams."})
+    variable_bptt: bool = field(
+        default=False, metadata={"help": "AWD-LSTM variable window lengths around --bptt (streams only)."}
+    )
+    per_device_train_batch_size: int = field(
+        default=20, metadata={"help": "Streams (or blocks) per process per micro-batch."}
+    )
+    per_device_eval_batch_size: int = field(
+        default=10,
+        metadata={
+            "help": "Streams (or windows) per process at evaluation. Streamed evaluation with B streams restarts "
+            "the state B times per split; 1 reproduces the literature's single-stream figure exactly."
+        },
+    )
+    eval_stride: Optional[int] = field(
+        default=None,
+        metadata={
+            "help": "Sliding-window evaluation (models without state carrying): window --block_size, each window "
+            "scores only its last eval_stride tokens. Default: block_size // 2."
+        },
+    )
+    optimizer: Literal["sgd", "adamw"] = field(default="sgd", metadata={"help": "Optimiser."})
+    learning_rate: float = field(default=20.0, metadata={"help": "Initial learning rate."})
+    momentum: float = field(default=0.0, metadata={"help": "SGD momentum."})
+    weight_decay: float = field(
+        default=0.0, metadata={"help": "Weight decay (never on biases, norms or embeddings)."}
+    )
+    adam_beta1: float = field(default=0.9, metadata={"help": "AdamW beta1."})
+    adam_beta2: float = field(default=0.999, metadata={"help": "AdamW beta2."})
+    adam_epsilon: float = field(default=1e-8, metadata={"help": "AdamW epsilon."})
+    lr_scheduler_type: Literal["linear", "cosine", "constant", "constant_with_warmup", "plateau", "epoch_decay"] = (
+        field(
+            default="plateau",
+            metadata={
+                "help": "plateau: divide lr by --lr_decay_factor when validation does not improve; epoch_decay: "
+                "divide it each epoch after --lr_decay_start_epoch epochs (Zaremba et al.); linear/cosine/"
+                "constant(_with_warmup): transformers.get_scheduler with --num_warmup_steps."
+            },
+        )
+    )
+    lr_decay_factor: float = field(default=4.0, metadata={"help": "Divisor of plateau and epoch_decay schedules."})
+    lr_decay_start_epoch: int = field(
+        default=4, metadata={"help": "epoch_decay: number of epochs at the initial learning rate."}
+    )
+    num_warmup_steps: int = field(default=0, metadata={"help": "Linear warmup steps (transformers schedules)."})
+    max_grad_norm: float = field(default=0.25, metadata={"help": "Clip the global gradient norm (0 disables)."})
+    num_train_epochs: int = field(default=1, metadata={"help": "Epochs to train."})
+    max_train_steps: Optional[int] = field(
+        default=None, metadata={"help": "Stop after this many optimiser steps (overrides --num_train_epochs)."}
+    )
+    gradient_accumulation_steps: int = field(
+        default=1, metadata={"help": "Micro-batches (consecutive windows in streams mode) per optimiser step."}
+    )
+    mixed_precision: Literal["no", "fp16", "bf16"] = field(
+        default="no", metadata={"help": "Mixed precision through accelerate."}
+    )
+    seed: int = field(default=1111, metadata={"help": "Seed for weights, dropout and data order."})
+    checkpointing_steps: Optional[str] = field(
+        default="epoch",
+        metadata={"help": "Save a checkpoint every N optimiser steps ('100'), at each epoch end ('epoch'), or 'no'."},
+    )
+    save_total_limit: int = field(default=2, metadata={"help": "Keep the last K checkpoints (the best model is kept apart)."})
+    resume_from_checkpoint: Optional[str] = field(
+        default=None, metadata={"help": "A checkpoint folder, or 'latest' for the newest one under --output_dir."}
+    )
+    eval_steps: Optional[int] = field(
+        default=None, metadata={"help": "Also evaluate every N optimiser steps (always at each epoch end)."}
+    )
+    max_eval_tokens: Optional[int] = field(
+        default=None, metadata={"help": "Score only the first N tokens of validation during training (speed)."}
+    )
+    logging_steps: int = field(default=10, metadata={"help": "Write a metrics line every N optimiser steps."})
+    with_tracking: bool = field(default=False, metadata={"help": "Log to accelerate trackers (see --report_to)."})
+    report_to: str = field(default="tensorboard", metadata={"help": "Tracker(s) for --with_tracking: tensorboard, trackio, all."})
+    disable_tqdm: bool = field(default=False, metadata={"help": "No progress bar."})
+    push_to_hub: bool = field(default=False, metadata={"help": "Upload the output folder to the Hub at the end."})
+    hub_model_id: Optional[str] = field(default=None, metadata={"help": "Hub repo id, e.g. user/hwlm-ptb-lstm."})
+    hub_private_repo: bool = field(default=False, metadata={"help": "Create the Hub repo as private."})
+    license: str = field(default="apache-2.0", metadata={"help": "License written in the model card."})
+    stop_after_steps: Optional[int] = field(
+        default=None,
+        metadata={
+            "help": "Testing aid: behave as if SIGINT arrived after N optimiser steps (save a checkpoint and exit)."
+        },
+    )
+
+
+def run_argument_classes() -> tuple[type, ...]:
+    """The dataclasses of a training run, in the order ``parse_args`` returns them."""
+    from hwlm.data import DataArguments
+
+    return (ModelArguments, DataArguments, TrainingArguments)
+
+
+def load_preset(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a YAML or JSON preset into a flat mapping of field names."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"preset {str(path)!r} does not exist (presets live in presets/*.yaml)")
+    text = path.read_text()
+    data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    if not isinstance(data, dict):
+        raise ValueError(f"preset {str(path)!r} must be a mapping of field: value, got {type(data).__name__}")
+    return data
+
+
+def parse_config_overrides(value: str | dict | None) -> dict[str, Any]:
+    """``'a=1,b=true'`` or a mapping -> ``{"a": 1, "b": True}`` (values parsed as YAML scalars)."""
+    if not value:
+        return {}
+    if isinstance(value, dict):
+        return dict(value)
+    out = {}
+    for item in value.split(","):
+        if not item.strip():
+            continue
+        if "=" not in item:
+            raise ValueError(f"config_overrides item {item!r} is not key=value (got {value!r})")
+        key, val = item.split("=", 1)
+        out[key.strip()] = yaml.safe_load(val.strip())
+    return out
+
+
+def parse_args(argv: list[str] | None = None, classes: tuple[type, ...] | None = None):
+    """Parse ``argv`` (and the ``--config`` preset it names) into the run dataclasses.
+
+    Preset values become the parser's defaults, so explicit flags override them. Unknown preset keys
+    are an error naming the key and the file.
+    """
+    classes = classes or run_argument_classes()
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--config", default=None)
+    known, rest = pre.parse_known_args(argv)
+    parser = HfArgumentParser(classes)
+    parser.add_argument("--config", default=None, help="A YAML or JSON preset; command-line flags override it.")
+    if known.config:
+        preset = load_preset(known.config)
+        allowed = {f.name for cls in classes for f in fields(cls)}
+        unknown = sorted(set(preset) - allowed)
+        if unknown:
+            raise ValueError(f"preset {known.config!r} has unknown field(s) {unknown}; see --help for the fields")
+        if isinstance(preset.get("config_overrides"), dict):
+            preset["config_overrides"] = ",".join(
+                f"{k}={json.dumps(v)}" for k, v in preset["config_overrides"].items()
+            )
+        parser.set_defaults(**preset)
+    *parsed, remaining = parser.parse_args_into_dataclasses(rest, return_remaining_strings=True)
+    if remaining:
+        raise ValueError(f"unknown arguments {remaining}; see --help")
+    # the trailing argparse.Namespace holds --config, which is not a run setting
+    return tuple(p for p in parsed if not isinstance(p, argparse.Namespace))

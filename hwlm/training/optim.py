@@ -1,0 +1,175 @@
+"""Optimisers and learning-rate schedules.
+
+* ``sgd`` with ``plateau``: the LSTM literature's schedule (Zaremba et al. 2014, Merity et al. 2018,
+  pytorch/examples): keep the learning rate while validation perplexity improves, divide it by
+  ``lr_decay_factor`` after an evaluation that does not improve it.
+* ``sgd`` with ``epoch_decay``: Zaremba et al.'s fixed decay: lr stays for ``lr_decay_start_epoch``
+  epochs and is then divided by ``lr_decay_factor`` at the start of each later epoch
+  (PTB small: lr 1, halved each epoch after epoch 4).
+* ``adamw`` with warmup and ``linear`` / ``cosine`` / ``constant`` / ``constant_with_warmup`` decay
+  through ``transformers.get_scheduler``.
+
+Weight decay never applies to biases, normalisation weights or embeddings (nor to a head tied to them).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from transformers import get_scheduler
+
+__all__ = ["param_groups", "create_optimizer", "create_scheduler", "PlateauScheduler", "EpochDecay"]
+
+HF_SCHEDULES = ("linear", "cosine", "constant", "constant_with_warmup")
+SCHEDULES = HF_SCHEDULES + ("plateau", "epoch_decay")
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """Split parameters into a decayed group and a group without weight decay.
+
+    No decay: parameters of ``nn.Embedding`` and normalisation modules (and whatever is tied to them,
+    e.g. a tied output head), and every parameter with fewer than 2 dimensions (biases, norm gains).
+    """
+    no_decay_ids = set()
+    for module in model.modules():
+        if isinstance(module, (nn.Embedding, nn.LayerNorm, nn.GroupNorm, nn.BatchNorm1d)) or "norm" in type(
+            module
+        ).__name__.lower():
+            no_decay_ids.update(id(p) for p in module.parameters(recurse=False))
+    decay, no_decay = [], []
+    for _, p in model.named_parameters():  # tied parameters appear once
+        if not p.requires_grad:
+            continue
+        (no_decay if p.ndim < 2 or id(p) in no_decay_ids else decay).append(p)
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return [g for g in groups if g["params"]]
+
+
+def create_optimizer(model: nn.Module, args) -> torch.optim.Optimizer:
+    """Build the optimiser named by ``args.optimizer`` (``sgd`` or ``adamw``)."""
+    groups = param_groups(model, args.weight_decay)
+    if args.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=args.learning_rate, momentum=args.momentum)
+    if args.optimizer == "adamw":
+        return torch.optim.AdamW(
+            groups, lr=args.learning_rate, betas=(args.adam_beta1, args.adam_beta2), eps=args.adam_epsilon
+        )
+    raise ValueError(f"optimizer={args.optimizer!r} is not supported; use 'sgd' or 'adamw'")
+
+
+class EpochDecay:
+    """Fixed per-epoch decay: ``lr = base_lr / factor ** max(0, epoch - start_epoch + 1)``.
+
+    ``epoch`` is 0-based, so the first ``start_epoch`` epochs run at the base rate.
+    """
+
+    def __init__(self, optimizer, *, factor: float, start_epoch: int):
+        self.optimizer = optimizer
+        self.factor = factor
+        self.start_epoch = start_epoch
+        self.base_lrs = [g["lr"] for g in optimizer.param_groups]
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        scale = self.factor ** max(0, epoch - self.start_epoch + 1)
+        for g, base in zip(self.optimizer.param_groups, self.base_lrs):
+            g["lr"] = base / scale
+
+    def step(self) -> None:  # per optimiser step: nothing changes within an epoch
+        pass
+
+    def on_evaluate(self, valid_loss: float) -> None:
+        pass
+
+    def get_last_lr(self) -> list[float]:
+        return [g["lr"] for g in self.optimizer.param_groups]
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "base_lrs": self.base_lrs}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.base_lrs = list(state["base_lrs"])
+        self.set_epoch(int(state["epoch"]))
+
+
+class PlateauScheduler:
+    """Divide the learning rate by ``factor`` after an evaluation that does not beat the best loss."""
+
+    def __init__(self, optimizer, *, factor: float):
+        self.optimizer = optimizer
+        self.factor = factor
+        self.best = float("inf")
+
+    def set_epoch(self, epoch: int) -> None:
+        pass
+
+    def step(self) -> None:
+        pass
+
+    def on_evaluate(self, valid_loss: float) -> None:
+        if valid_loss < self.best:
+            self.best = valid_loss
+        else:
+            for g in self.optimizer.param_groups:
+                g["lr"] /= self.factor
+
+    def get_last_lr(self) -> list[float]:
+        return [g["lr"] for g in self.optimizer.param_groups]
+
+    def state_dict(self) -> dict:
+        return {"best": self.best, "lrs": self.get_last_lr()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.best = float(state["best"])
+        for g, lr in zip(self.optimizer.param_groups, state["lrs"]):
+            g["lr"] = lr
+
+
+class _HFSchedule:
+    """Adapter giving a ``transformers`` LR scheduler the same small interface as the two above."""
+
+    def __init__(self, scheduler):
+        self.scheduler = scheduler
+
+    def set_epoch(self, epoch: int) -> None:
+        pass
+
+    def step(self) -> None:
+        self.scheduler.step()
+
+    def on_evaluate(self, valid_loss: float) -> None:
+        pass
+
+    def get_last_lr(self) -> list[float]:
+        return self.scheduler.get_last_lr()
+
+    def state_dict(self) -> dict:
+        return self.scheduler.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.scheduler.load_state_dict(state)
+
+
+def create_scheduler(optimizer, args, num_training_steps: int):
+    """Build the schedule named by ``args.lr_scheduler_type``.
+
+    The returned object has ``step()`` (after each optimiser step), ``set_epoch(epoch)`` (at each epoch
+    start), ``on_evaluate(valid_loss)`` (after each validation), ``get_last_lr()`` and
+    ``state_dict()/load_state_dict()`` (saved in checkpoints).
+    """
+    kind = args.lr_scheduler_type
+    if kind == "plateau":
+        return PlateauScheduler(optimizer, factor=args.lr_decay_factor)
+    if kind == "epoch_decay":
+        return EpochDecay(optimizer, factor=args.lr_decay_factor, start_epoch=args.lr_decay_start_epoch)
+    if kind in HF_SCHEDULES:
+        return _HFSchedule(
+            get_scheduler(
+                kind,
+                optimizer=optimizer,
+                num_warmup_steps=args.num_warmup_steps,
+                num_training_steps=num_training_steps,
+            )
+        )
+    raise ValueError(f"lr_scheduler_type={kind!r} is not supported; choose one of {', '.join(SCHEDULES)}")
