@@ -1,0 +1,76 @@
+"""Validation helpers shared by the hwlm configurations.
+
+Every check raises a `ValueError` that names the field, the value received and what is
+allowed, so a bad config fails at construction time instead of deep inside torch.
+This file travels with saved models (``trust_remote_code``), so it imports only the
+standard library.
+"""
+
+from collections.abc import Iterable
+from typing import Any
+
+
+def _describe(value: Any) -> str:
+    return f"{value!r} ({type(value).__name__})"
+
+
+def check_positive_int(name: str, value: Any) -> None:
+    """`value` must be an `int` (not a `bool`) greater than zero."""
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"`{name}` must be a positive integer, got {_describe(value)}.")
+
+
+def check_optional_positive_int(name: str, value: Any) -> None:
+    """Like `check_positive_int`, but `None` (meaning: use the default) is allowed."""
+    if value is not None:
+        check_positive_int(name, value)
+
+
+def check_probability(name: str, value: Any) -> None:
+    """A dropout rate: a number in [0, 1). A rate of 1 would drop everything."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
+        raise ValueError(f"`{name}` must be a dropout probability in [0, 1), got {_describe(value)}.")
+
+
+def check_positive_float(name: str, value: Any) -> None:
+    """`value` must be a number greater than zero."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        raise ValueError(f"`{name}` must be a positive number, got {_describe(value)}.")
+
+
+def check_choice(name: str, value: Any, allowed: Iterable[str]) -> None:
+    """`value` must be one of `allowed`."""
+    allowed = tuple(allowed)
+    if value not in allowed:
+        raise ValueError(f"`{name}` must be one of {', '.join(map(repr, allowed))}; got {value!r}.")
+
+
+def check_token_id(name: str, value: Any, vocab_size: int) -> None:
+    """A special token id: `None`, or an int in [0, vocab_size). Lists are allowed for `eos_token_id`."""
+    values = value if isinstance(value, (list, tuple)) else [value]
+    for item in values:
+        if item is None:
+            continue
+        if isinstance(item, bool) or not isinstance(item, int) or not 0 <= item < vocab_size:
+            raise ValueError(
+                f"`{name}` must be a token id in [0, vocab_size={vocab_size}) or None, got {_describe(value)}. "
+                "Set it from the tokenizer (e.g. `tokenizer.pad_token_id`) after fixing `vocab_size`."
+            )
+
+
+def check_cutoffs(name: str, value: Any, vocab_size: int) -> None:
+    """Adaptive-softmax cutoffs: `None`, or strictly increasing ints in (0, vocab_size)."""
+    if value is None:
+        return
+    if (
+        not isinstance(value, (list, tuple))
+        or not value
+        or any(isinstance(c, bool) or not isinstance(c, int) for c in value)
+        or any(b <= a for a, b in zip(value, value[1:]))
+        or value[0] <= 0
+        or value[-1] >= vocab_size
+    ):
+        raise ValueError(
+            f"`{name}` must be a non-empty, strictly increasing list of ints in (0, vocab_size={vocab_size}), "
+            f"got {_describe(value)}. Example for a 10k vocabulary: [2000, 6000]."
+        )

@@ -1,0 +1,107 @@
+"""Configuration shared by hwlm's recurrent language models (`hwlm_rnn`, `hwlm_lstm`)."""
+
+from transformers import PreTrainedConfig
+
+from .config_checks import (
+    check_cutoffs,
+    check_optional_positive_int,
+    check_positive_float,
+    check_positive_int,
+    check_probability,
+    check_token_id,
+)
+
+
+class HwlmRecurrentConfig(PreTrainedConfig):
+    r"""
+    Fields shared by every recurrent hwlm model. Not used on its own: see [`HwlmRnnConfig`] and
+    [`HwlmLstmConfig`]. All arguments are keyword-only.
+
+    Args:
+        vocab_size (`int`, *optional*, defaults to 10000):
+            Number of tokens in the vocabulary (rows of the embedding, columns of the output layer).
+        embedding_size (`int`, *optional*):
+            Width of the word embeddings. Defaults to `hidden_size`. When it differs from `hidden_size` and
+            `tie_word_embeddings` is set, a linear projection from `hidden_size` to `embedding_size` sits before
+            the (tied) output layer.
+        hidden_size (`int`, *optional*, defaults to 200):
+            Number of units in each recurrent layer.
+        num_hidden_layers (`int`, *optional*, defaults to 2):
+            Number of stacked recurrent layers.
+        tie_word_embeddings (`bool`, *optional*, defaults to `False`):
+            Share the input embedding matrix with the output layer (Press & Wolf 2017, Inan et al. 2017).
+        embedding_dropout (`float`, *optional*, defaults to 0.0):
+            Probability of dropping a whole word type from the embedding matrix for a batch (every occurrence of
+            that word in the batch becomes a zero vector), AWD-LSTM's `dropoute`.
+        input_dropout (`float`, *optional*, defaults to 0.0):
+            Variational (locked) dropout on the embeddings fed to the first layer: one mask per sequence, shared by
+            every time step. AWD-LSTM's `dropouti`.
+        hidden_dropout (`float`, *optional*, defaults to 0.0):
+            Variational dropout on the outputs of every layer but the last, i.e. between layers. AWD-LSTM's
+            `dropouth`.
+        output_dropout (`float`, *optional*, defaults to 0.0):
+            Variational dropout on the output of the last layer, before the output layer. AWD-LSTM's `dropout`.
+        weight_dropout (`float`, *optional*, defaults to 0.0):
+            DropConnect on the hidden-to-hidden weight matrices (`weight_hh`), one mask per forward call. The
+            fused PyTorch kernels still run: the dropped matrix is passed in place of the parameter. AWD-LSTM's
+            `wdrop`.
+        initializer_range (`float`, *optional*, defaults to 0.1):
+            Half-width of the uniform distribution every weight is drawn from, as in Zaremba et al. (2014). Biases
+            start at zero.
+        adaptive_softmax_cutoffs (`list[int]`, *optional*):
+            Use an adaptive softmax output layer (Grave et al. 2017) with these cluster boundaries instead of the
+            full softmax, e.g. `[2000, 10000]` for a 33k vocabulary. Tokens should be ordered by decreasing
+            frequency (the hwlm tokenizer does this). Cannot be combined with `tie_word_embeddings`.
+        adaptive_softmax_div_value (`float`, *optional*, defaults to 4.0):
+            Each adaptive-softmax tail cluster uses a projection `div_value` times narrower than the previous one.
+        pad_token_id (`int`, *optional*):
+            Id of the padding token.
+        bos_token_id (`int`, *optional*):
+            Id of the beginning-of-sequence token (word-level corpora usually have none).
+        eos_token_id (`int`, *optional*):
+            Id of the end-of-sequence token (`<eos>`, appended to every line of the corpus).
+        use_cache (`bool`, *optional*, defaults to `True`):
+            Return the final recurrent state as `cache` so it can be fed back (generation, truncated BPTT).
+    """
+
+    vocab_size: int = 10000
+    embedding_size: int | None = None
+    hidden_size: int = 200
+    num_hidden_layers: int = 2
+    tie_word_embeddings: bool = False
+    embedding_dropout: float = 0.0
+    input_dropout: float = 0.0
+    hidden_dropout: float = 0.0
+    output_dropout: float = 0.0
+    weight_dropout: float = 0.0
+    initializer_range: float = 0.1
+    adaptive_softmax_cutoffs: list[int] | None = None
+    adaptive_softmax_div_value: float = 4.0
+    pad_token_id: int | None = None
+    bos_token_id: int | None = None
+    eos_token_id: int | list[int] | None = None
+    use_cache: bool = True
+
+    def __post_init__(self, **kwargs):
+        super().__post_init__(**kwargs)
+        if self.embedding_size is None:
+            self.embedding_size = self.hidden_size
+        self.validate_hwlm()
+
+    def validate_hwlm(self) -> None:
+        """Check every field; raise `ValueError` naming the field, the value and what is allowed."""
+        for name in ("vocab_size", "hidden_size", "num_hidden_layers"):
+            check_positive_int(name, getattr(self, name))
+        check_optional_positive_int("embedding_size", self.embedding_size)
+        for name in ("embedding_dropout", "input_dropout", "hidden_dropout", "output_dropout", "weight_dropout"):
+            check_probability(name, getattr(self, name))
+        check_positive_float("initializer_range", self.initializer_range)
+        check_positive_float("adaptive_softmax_div_value", self.adaptive_softmax_div_value)
+        check_cutoffs("adaptive_softmax_cutoffs", self.adaptive_softmax_cutoffs, self.vocab_size)
+        if self.adaptive_softmax_cutoffs is not None and self.tie_word_embeddings:
+            raise ValueError(
+                "`tie_word_embeddings=True` cannot be combined with `adaptive_softmax_cutoffs`: the adaptive "
+                "softmax has its own per-cluster output matrices. Set one of them off."
+            )
+        for name in ("pad_token_id", "bos_token_id", "eos_token_id"):
+            check_token_id(name, getattr(self, name), self.vocab_size)

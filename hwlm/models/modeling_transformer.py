@@ -1,0 +1,307 @@
+"""
+hwlm's causal, decoder-only Transformer word-level language model (GPT-style, pre-LayerNorm).
+
+    input_ids ─► token + position embeddings ─► dropout ─► L × [x + Attn(LN(x)); x + MLP(LN(x))] ─► LN ─► logits
+
+Position t attends to positions <= t only: the mask comes from `transformers.masking_utils.create_causal_mask`,
+which also folds in padding and the key/value cache, and attention runs through transformers' attention
+interface (eager, SDPA, ...), so cached single-token decoding, left padding and chunked prefill stay correct.
+
+Shape legend: B batch, T time (new tokens), S keys (cached + new), C hidden size, nh heads, hs head size (C / nh),
+V vocabulary size.
+This file travels with saved models (`trust_remote_code`), so it imports only torch, transformers and siblings.
+"""
+
+import math
+from collections.abc import Callable
+
+import torch
+from torch import nn
+from transformers import GenerationMixin, PreTrainedModel
+from transformers import initialization as init
+from transformers.activations import ACT2FN
+from transformers.cache_utils import Cache, DynamicCache
+from transformers.masking_utils import create_causal_mask
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+from .configuration_transformer import HwlmTransformerConfig
+from .modeling_outputs import HwlmCausalLMOutput, build_lm_head, check_token_ids, lm_head_outputs
+
+
+def eager_attention_forward(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float,
+    dropout: float = 0.0,
+    **kwargs,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Reference attention. query (B, nh, T, hs), key/value (B, nh, S, hs), additive mask (B, 1, T, S)."""
+    scores = torch.matmul(query, key.transpose(2, 3)) * scaling  # (B, nh, T, S)
+    if attention_mask is not None:
+        scores = scores + attention_mask
+    probs = nn.functional.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
+    probs = nn.functional.dropout(probs, p=dropout, training=module.training)
+    out = torch.matmul(probs, value).transpose(1, 2).contiguous()  # (B, T, nh, hs)
+    return out, probs
+
+
+def sinusoidal_positions(num_positions: int, width: int) -> torch.Tensor:
+    """The fixed position table of Vaswani et al. (2017): (num_positions, width)."""
+    position = torch.arange(num_positions, dtype=torch.float32).unsqueeze(1)  # (P, 1)
+    frequency = torch.exp(torch.arange(0, width, 2, dtype=torch.float32) * (-math.log(10000.0) / width))
+    table = torch.zeros(num_positions, width)
+    table[:, 0::2] = torch.sin(position * frequency)
+    table[:, 1::2] = torch.cos(position * frequency[: width // 2])
+    return table
+
+
+class HwlmAttention(nn.Module):
+    """Multi-head causal self-attention with a key/value cache."""
+
+    def __init__(self, config: HwlmTransformerConfig, layer_idx: int):
+        super().__init__()
+        self.config = config
+        self.layer_idx = layer_idx
+        self.num_heads = config.num_attention_heads
+        self.head_dim = config.hidden_size // config.num_attention_heads
+        self.scaling = self.head_dim**-0.5
+        self.is_causal = True  # read by the SDPA/flash interfaces
+        self.num_key_value_groups = 1
+        self.qkv_proj = nn.Linear(config.hidden_size, 3 * config.hidden_size, bias=config.attention_bias)
+        self.o_proj = nn.Linear(config.hidden_size, config.hidden_size, bias=config.attention_bias)
+
+    def forward(
+        self, hidden_states: torch.Tensor, attention_mask, cache: Cache | None, **kwargs
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        batch, time, width = hidden_states.shape
+        qkv = self.qkv_proj(hidden_states).view(batch, time, 3, self.num_heads, self.head_dim)  # (B, T, 3, nh, hs)
+        query, key, value = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, nh, T, hs)
+        if cache is not None:
+            key, value = cache.update(key, value, self.layer_idx)  # each (B, nh, S, hs)
+        attention: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
+            self.config._attn_implementation, eager_attention_forward
+        )
+        out, probs = attention(
+            self,
+            query,
+            key,
+            value,
+            attention_mask,
+            dropout=self.config.attention_dropout if self.training else 0.0,
+            scaling=self.scaling,
+            **kwargs,
+        )
+        out = out.reshape(batch, time, width)  # (B, T, C)
+        return self.o_proj(out), probs
+
+
+class HwlmMLP(nn.Module):
+    def __init__(self, config: HwlmTransformerConfig):
+        super().__init__()
+        self.fc_in = nn.Linear(config.hidden_size, config.intermediate_size)
+        self.act = ACT2FN[config.hidden_act]
+        self.fc_out = nn.Linear(config.intermediate_size, config.hidden_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc_out(self.act(self.fc_in(x)))
+
+
+class HwlmDecoderLayer(nn.Module):
+    """Pre-LayerNorm block: x + Attn(LN(x)), then x + MLP(LN(x))."""
+
+    def __init__(self, config: HwlmTransformerConfig, layer_idx: int):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.attn = HwlmAttention(config, layer_idx)
+        self.ln_2 = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.mlp = HwlmMLP(config)
+        self.dropout = nn.Dropout(config.hidden_dropout)
+
+    def forward(self, x: torch.Tensor, attention_mask, cache: Cache | None, **kwargs):
+        attn_out, probs = self.attn(self.ln_1(x), attention_mask, cache, **kwargs)
+        x = x + self.dropout(attn_out)
+        x = x + self.dropout(self.mlp(self.ln_2(x)))
+        return x, probs
+
+
+class HwlmTransformerModel(nn.Module):
+    """Embeddings, decoder layers and final LayerNorm: (B, T) ids → (B, T, C) features."""
+
+    def __init__(self, config: HwlmTransformerConfig):
+        super().__init__()
+        self.config = config
+        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
+        if config.position_embedding_type == "learned":
+            self.embed_positions = nn.Embedding(config.max_position_embeddings, config.hidden_size)
+        else:
+            self.embed_positions = None
+            # Not persistent: a fixed function of the config, recomputed at load time rather than stored.
+            self.register_buffer(
+                "position_table",
+                sinusoidal_positions(config.max_position_embeddings, config.hidden_size),
+                persistent=False,
+            )
+        self.dropout = nn.Dropout(config.embedding_dropout)
+        self.layers = nn.ModuleList(HwlmDecoderLayer(config, i) for i in range(config.num_hidden_layers))
+        self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+
+    def forward(
+        self,
+        input_ids,
+        inputs_embeds,
+        attention_mask,
+        position_ids,
+        cache: Cache | None,
+        output_hidden_states: bool,
+        output_attentions: bool,
+        **kwargs,
+    ):
+        if inputs_embeds is None:
+            inputs_embeds = self.embed_tokens(input_ids)  # (B, T, C)
+        batch, time, _ = inputs_embeds.shape
+        past = cache.get_seq_length() if cache is not None else 0
+        if position_ids is None:
+            position_ids = torch.arange(past, past + time, device=inputs_embeds.device).unsqueeze(0)  # (1, T)
+        limit = self.config.max_position_embeddings
+        if past + time > limit or int(position_ids.max()) >= limit:
+            raise ValueError(
+                f"Sequence of {past + time} tokens is longer than max_position_embeddings={limit}. Shorten the "
+                f"input (or prompt + max_new_tokens) to at most {limit} tokens, evaluate long texts with a "
+                "sliding window, or train a model with a larger `max_position_embeddings`."
+            )
+        if self.embed_positions is not None:
+            positions = self.embed_positions(position_ids)  # (B or 1, T, C)
+        else:
+            positions = self.position_table[position_ids].to(inputs_embeds.dtype)  # (B or 1, T, C)
+        x = self.dropout(inputs_embeds + positions)
+
+        mask = create_causal_mask(
+            config=self.config,
+            inputs_embeds=inputs_embeds,
+            attention_mask=attention_mask,
+            cache=cache,
+            position_ids=position_ids,
+        )
+        all_hidden = [x] if output_hidden_states else None
+        all_probs = [] if output_attentions else None
+        for layer in self.layers:
+            x, probs = layer(x, mask, cache, **kwargs)
+            if all_hidden is not None:
+                all_hidden.append(x)
+            if all_probs is not None:
+                all_probs.append(probs)
+        x = self.norm(x)
+        return x, (tuple(all_hidden) if all_hidden else None), (tuple(all_probs) if all_probs else None)
+
+
+class HwlmTransformerPreTrainedModel(PreTrainedModel):
+    config_class = HwlmTransformerConfig
+    base_model_prefix = "model"
+    main_input_name = "input_ids"
+    _no_split_modules = ["HwlmDecoderLayer"]
+    _supports_sdpa = True
+    _supports_flash_attn = True
+    _supports_attention_backend = True
+    _tied_weights_keys = {"lm_head.weight": "model.embed_tokens.weight"}
+    #: See `HwlmRecurrentPreTrainedModel.supports_state_carrying`: a Transformer reads fixed windows instead.
+    supports_state_carrying = False
+
+    def _init_weights(self, module: nn.Module) -> None:
+        # GPT-2's scheme: N(0, 0.02) everywhere, residual output projections scaled by 1/sqrt(2L).
+        std = self.config.initializer_range
+        if isinstance(module, nn.Linear):
+            init.normal_(module.weight, mean=0.0, std=std)
+            if module.bias is not None:
+                init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            init.normal_(module.weight, mean=0.0, std=std)
+        elif isinstance(module, nn.LayerNorm):
+            init.ones_(module.weight)
+            init.zeros_(module.bias)
+        if isinstance(module, (HwlmAttention, HwlmMLP)):
+            projection = module.o_proj if isinstance(module, HwlmAttention) else module.fc_out
+            init.normal_(projection.weight, mean=0.0, std=std / math.sqrt(2 * self.config.num_hidden_layers))
+
+
+class HwlmTransformerForCausalLM(HwlmTransformerPreTrainedModel, GenerationMixin):
+    """Causal decoder-only Transformer word-level language model; see [`HwlmTransformerConfig`]."""
+
+    def __init__(self, config: HwlmTransformerConfig):
+        super().__init__(config)
+        self.model = HwlmTransformerModel(config)
+        self.lm_head = build_lm_head(config, config.hidden_size)
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.model.embed_tokens
+
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
+        self.model.embed_tokens = value
+
+    def get_output_embeddings(self) -> nn.Module | None:
+        return self.lm_head if isinstance(self.lm_head, nn.Linear) else None
+
+    def set_output_embeddings(self, value: nn.Module) -> None:
+        self.lm_head = value
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        labels: torch.LongTensor | None = None,
+        cache: Cache | None = None,
+        use_cache: bool | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        logits_to_keep: int | torch.Tensor = 0,
+        position_ids: torch.LongTensor | None = None,
+        shift_labels: torch.LongTensor | None = None,
+        num_items_in_batch: int | torch.Tensor | None = None,
+        output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> HwlmCausalLMOutput:
+        r"""
+        Args:
+            input_ids (`torch.LongTensor` of shape `(B, T)`): token ids in `[0, vocab_size)`.
+            attention_mask (`torch.Tensor` of shape `(B, S)`, *optional*): 1 for real tokens, 0 for padding, over
+                the cached and the new tokens.
+            labels (`torch.LongTensor` of shape `(B, T)`, *optional*): shifted inside the model; -100 is ignored.
+            cache (`transformers.Cache`, *optional*): keys and values of earlier tokens.
+            use_cache (`bool`, *optional*): build/extend and return the cache (default `config.use_cache`).
+            inputs_embeds (`torch.Tensor` of shape `(B, T, C)`, *optional*): instead of `input_ids`.
+            logits_to_keep (`int` or `torch.Tensor`, *optional*): logits for the last `n` positions only (0: all).
+            position_ids (`torch.LongTensor` of shape `(B, T)`, *optional*): positions of the new tokens;
+                `generate()` derives them from the attention mask so left padding does not shift positions.
+            shift_labels (`torch.LongTensor` of shape `(B, T)`, *optional*): targets already aligned with positions.
+            num_items_in_batch (`int` or `torch.Tensor`, *optional*): divide the summed loss by this.
+        """
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("Pass exactly one of `input_ids` or `inputs_embeds`.")
+        if input_ids is not None:
+            check_token_ids(input_ids, self.config.vocab_size)
+        use_cache = self.config.use_cache if use_cache is None else use_cache
+        if use_cache and cache is None:
+            cache = DynamicCache(config=self.config)
+        features, hidden_states, attentions = self.model(
+            input_ids,
+            inputs_embeds,
+            attention_mask,
+            position_ids,
+            cache if use_cache else None,
+            output_hidden_states=bool(output_hidden_states),
+            output_attentions=bool(output_attentions),
+            **kwargs,
+        )
+        keep = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
+        loss, logits = lm_head_outputs(self, features[:, keep], labels, shift_labels, num_items_in_batch)
+        return HwlmCausalLMOutput(
+            loss=loss,
+            logits=logits,
+            cache=cache if use_cache else None,
+            hidden_states=hidden_states,
+            attentions=attentions,
+        )
