@@ -1,0 +1,641 @@
+"""Corpora in, token streams and blocks out: loading, tokenisation and the prepared-data folder.
+
+The line convention of the language-modelling literature (pytorch/examples ``word_language_model``)::
+
+    "the cat sat"  ->  the cat sat <eos>
+    ""             ->  <eos>
+
+Each corpus line gives one row of ``streams`` whose ``input_ids`` end in ``<eos>``; a split read
+row after row is the split's token stream. ``blocks`` cuts that stream into rows of exactly
+``block_size`` tokens with ``labels`` (a copy: hwlm models shift labels inside, as transformers
+models do)::
+
+    stream   t0 t1 t2 ... t(B-1) | tB ... t(2B-1) | ... | remainder (< B tokens, dropped)
+    blocks   row 0                 row 1
+
+Unlike run_clm's ``group_texts``, blocks are cut from the whole split, not per ``map`` batch, so no
+tokens are lost at batch boundaries.
+
+A prepared folder (``prepare_datasets(..., output_dir=...)``, ``hwlm-prepare``)::
+
+    output_dir/streams/         DatasetDict.save_to_disk: input_ids per line (int32)
+    output_dir/blocks/          DatasetDict.save_to_disk: input_ids, labels (block_size each)
+    output_dir/tokenizer/       the tokenizer used (AutoTokenizer.from_pretrained)
+    output_dir/hwlm_data.json   tokenizer fingerprint, vocab size, block size, counts, source
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import platform
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import numpy as np
+import pyarrow as pa
+import torch
+from datasets import Dataset, DatasetDict, Features, List, Value, load_dataset, load_from_disk
+from datasets.table import InMemoryTable
+from transformers import PreTrainedTokenizerBase
+
+from .tokenization import (
+    PRETOKENIZED_SETTINGS,
+    TokenizerArguments,
+    load_tokenizer,
+    tokenizer_fingerprint,
+    train_word_tokenizer,
+)
+
+SPLITS = ("train", "validation", "test")
+_SPLIT_ALIASES = {"valid": "validation", "dev": "validation", "val": "validation"}
+#: The committed default tokenizer, built from the embedded corpus by ``hwlm-tokenizer``.
+REPO_TOKENIZER_DIR = Path(__file__).resolve().parents[1] / "tokenizer"
+#: Tokenizer settings for the embedded corpus (raw English prose and code from Python's manual):
+#: punctuation split off words, case and Unicode compatibility forms folded, words seen once
+#: dropped (mostly identifiers and numbers), at most 10,000 entries.
+EMBEDDED_TOKENIZER_SETTINGS = {"vocab_size": 10000, "min_frequency": 2, "lowercase": True, "nfkc": True,
+                               "pre_tokenizer": "words"}
+#: Percent of reference-manual topics per split, assigned by the SHA-256 of the topic key.
+EMBEDDED_SPLIT_PERCENT = {"train": 80, "validation": 10, "test": 10}
+PREPARED_FORMAT_VERSION = 1
+_BUILDERS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet"}
+
+
+@dataclass
+class DataArguments:
+    """Where the text comes from and how it becomes model inputs.
+
+    Shared by ``hwlm-prepare``, ``hwlm-tokenizer`` and the training command (parsed with
+    `transformers.HfArgumentParser`). With neither ``dataset_name`` nor ``train_file``, the
+    embedded corpus (Python's reference-manual topics, ``pydoc_data.topics``) is used.
+    """
+
+    dataset_name: Optional[str] = field(
+        default=None,
+        metadata={"help": "Hub dataset name, e.g. Salesforce/wikitext. Default: the embedded corpus."},
+    )
+    dataset_config_name: Optional[str] = field(
+        default=None, metadata={"help": "Hub dataset configuration, e.g. wikitext-2-v1."}
+    )
+    train_file: Optional[str] = field(
+        default=None,
+        metadata={"help": "Local training file: text (one line per row; .txt, .tokens, ...), .json/.jsonl, "
+                  ".csv or .parquet."},
+    )
+    validation_file: Optional[str] = field(
+        default=None,
+        metadata={"help": "Local validation file (same format as --train_file). Default: the last "
+                  "--validation_split_percentage percent of the training lines."},
+    )
+    test_file: Optional[str] = field(
+        default=None,
+        metadata={"help": "Local test file (same format as --train_file). Default: carved off the end of the "
+                  "training lines like the validation split."},
+    )
+    text_column: str = field(
+        default="text", metadata={"help": "Column holding the text in json/csv/parquet files and Hub datasets."}
+    )
+    tokenizer_name: Optional[str] = field(
+        default=None,
+        metadata={"help": "Tokenizer folder (written by hwlm-tokenizer or save_pretrained). Default: the "
+                  "repository's tokenizer/ for the embedded corpus; otherwise a word-level tokenizer is "
+                  "trained on the training split (flags of hwlm-tokenizer)."},
+    )
+    block_size: int = field(
+        default=128, metadata={"help": "Tokens per row of the 'blocks' layout (Transformer training)."}
+    )
+    preprocessing_num_workers: Optional[int] = field(
+        default=None, metadata={"help": "Processes for tokenisation (Dataset.map num_proc). Default: one."}
+    )
+    overwrite_cache: bool = field(
+        default=False, metadata={"help": "Recompute the tokenisation instead of reusing the datasets cache."}
+    )
+    validation_split_percentage: int = field(
+        default=5,
+        metadata={"help": "Percent of the training lines (taken from the end) used as validation and as test "
+                  "split when the data has none."},
+    )
+    replace_invalid_utf8: bool = field(
+        default=False,
+        metadata={"help": "Replace bytes that are not UTF-8 with U+FFFD instead of stopping with an error."},
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# The embedded corpus
+# --------------------------------------------------------------------------------------------
+
+
+def _split_lines(text: str) -> list[str]:
+    """Split like the datasets text loader: universal newlines, no trailing empty line."""
+    return [line.rstrip("\n") for line in io.StringIO(text, newline=None).readlines()]
+
+
+def _embedded_topics() -> dict[str, str]:
+    import pydoc_data.topics
+
+    return pydoc_data.topics.topics
+
+
+def embedded_split_of(key: str) -> str:
+    """The split of one reference-manual topic: SHA-256 of its key, modulo 100, against 80/10/10.
+
+    Args:
+        key (`str`): a key of ``pydoc_data.topics.topics``.
+    Returns:
+        ``"train"``, ``"validation"`` or ``"test"``; the same on every machine and Python version.
+    """
+    bucket = int(hashlib.sha256(key.encode("utf-8")).hexdigest(), 16) % 100
+    edge = 0
+    for split in SPLITS:
+        edge += EMBEDDED_SPLIT_PERCENT[split]
+        if bucket < edge:
+            return split
+    raise AssertionError("split percentages must sum to 100")
+
+
+def embedded_corpus_lines() -> dict[str, list[str]]:
+    """The embedded corpus as lines per split (topics in sorted key order).
+
+    Returns:
+        `dict[str, list[str]]` with keys ``train``, ``validation``, ``test``.
+    """
+    topics = _embedded_topics()
+    out: dict[str, list[str]] = {s: [] for s in SPLITS}
+    for key in sorted(topics):
+        out[embedded_split_of(key)].extend(_split_lines(topics[key]))
+    return out
+
+
+def embedded_corpus_info() -> dict:
+    """Where the embedded corpus comes from: module, Python version, content hash, topics per split.
+
+    Returns:
+        `dict` with keys ``source``, ``python_version``, ``sha256``, ``topics``, ``lines``.
+    """
+    topics = _embedded_topics()
+    blob = json.dumps(topics, sort_keys=True, ensure_ascii=False).encode("utf-8")
+    lines = embedded_corpus_lines()
+    return {
+        "source": "pydoc_data.topics (Python reference manual topics, shipped with CPython)",
+        "python_version": platform.python_version(),
+        "sha256": hashlib.sha256(blob).hexdigest(),
+        "topics": {s: sum(embedded_split_of(k) == s for k in topics) for s in SPLITS},
+        "lines": {s: len(v) for s, v in lines.items()},
+    }
+
+
+def _embedded_rows(split: str, corpus_sha256: str):
+    # corpus_sha256 is unused here but part of gen_kwargs, so the datasets cache key changes
+    # whenever the text shipped with Python does.
+    for line in embedded_corpus_lines()[split]:
+        yield {"text": line}
+
+
+def load_embedded_corpus() -> DatasetDict:
+    """The embedded corpus as a DatasetDict (written to the datasets cache, so later maps are cached).
+
+    Returns:
+        `DatasetDict` with splits ``train``, ``validation``, ``test`` and a ``text`` column, one row per line.
+    """
+    sha = embedded_corpus_info()["sha256"]
+    features = Features({"text": Value("string")})
+    return DatasetDict({
+        s: Dataset.from_generator(_embedded_rows, features=features, gen_kwargs={"split": s, "corpus_sha256": sha})
+        for s in SPLITS
+    })
+
+
+# --------------------------------------------------------------------------------------------
+# Loading
+# --------------------------------------------------------------------------------------------
+
+
+def check_utf8(path: Union[str, Path], chunk_bytes: int = 1 << 23) -> None:
+    """Check that a file is valid UTF-8, streaming it in chunks cut at line ends.
+
+    Args:
+        path: the file.
+        chunk_bytes (`int`): bytes read per step (plus the rest of the line).
+    Raises:
+        ValueError: naming the file, the 1-based line and the bad byte, with the fixes.
+    """
+    line_base = 0
+    with open(path, "rb") as f:
+        while True:
+            chunk = f.read(chunk_bytes)
+            if not chunk:
+                return
+            chunk += f.readline()  # b"\n" never occurs inside a multi-byte UTF-8 sequence
+            try:
+                chunk.decode("utf-8")
+            except UnicodeDecodeError as e:
+                line = line_base + chunk.count(b"\n", 0, e.start) + 1
+                column = e.start - (chunk.rfind(b"\n", 0, e.start) + 1) + 1
+                raise ValueError(
+                    f"{path}: line {line}, byte {column} is not valid UTF-8 (0x{chunk[e.start]:02x}: {e.reason}). "
+                    "Re-encode the file as UTF-8 (e.g. `iconv -f latin1 -t utf-8`) or pass "
+                    "--replace_invalid_utf8 to replace such bytes with U+FFFD."
+                ) from None
+            line_base += chunk.count(b"\n")
+
+
+def describe_source(args: DataArguments) -> dict:
+    """A JSON-able record of where the corpus comes from (stored in ``hwlm_data.json``).
+
+    Args:
+        args (`DataArguments`).
+    Returns:
+        `dict` with ``kind`` (``"embedded"``, ``"hub"`` or ``"files"``) and its details.
+    """
+    if args.dataset_name:
+        return {"kind": "hub", "dataset_name": args.dataset_name, "dataset_config_name": args.dataset_config_name,
+                "text_column": args.text_column}
+    files = {s: f for s, f in zip(SPLITS, (args.train_file, args.validation_file, args.test_file)) if f}
+    if files:
+        return {"kind": "files", "files": {s: str(Path(f).resolve()) for s, f in files.items()},
+                "text_column": args.text_column}
+    return {"kind": "embedded", **embedded_corpus_info()}
+
+
+def _load_files(files: dict[str, str], args: DataArguments) -> DatasetDict:
+    builders = set()
+    for split, name in files.items():
+        path = Path(name)
+        flag = {"train": "--train_file", "validation": "--validation_file", "test": "--test_file"}[split]
+        if not path.is_file():
+            raise FileNotFoundError(f"{flag} {name!r} does not exist (or is not a file); check the path.")
+        builders.add(_BUILDERS.get(path.suffix.lower(), "text"))  # .txt, .tokens, ... -> one row per line
+    if len(builders) > 1:
+        raise ValueError(
+            f"the data files mix formats ({sorted(builders)}: {files}); give all splits in one format."
+        )
+    builder = builders.pop()
+    kwargs: dict[str, Any] = {}
+    if builder in ("text", "json", "csv"):
+        if not args.replace_invalid_utf8:
+            for name in files.values():
+                check_utf8(name)
+        kwargs["encoding_errors"] = "replace" if args.replace_invalid_utf8 else "strict"
+    return load_dataset(builder, data_files={s: str(f) for s, f in files.items()}, **kwargs)
+
+
+def _load_hub(args: DataArguments) -> DatasetDict:
+    what = repr(args.dataset_name) + (f" (config {args.dataset_config_name!r})" if args.dataset_config_name else "")
+    try:
+        return load_dataset(args.dataset_name, args.dataset_config_name)
+    except (FileNotFoundError, ConnectionError) as e:
+        raise FileNotFoundError(
+            f"dataset {what} could not be found or downloaded ({type(e).__name__}: {e}). Check the name on "
+            "https://huggingface.co/datasets, the network (HF_DATASETS_OFFLINE / HF_HUB_OFFLINE), or use "
+            "--train_file for local files."
+        ) from e
+    except ValueError as e:
+        raise ValueError(f"dataset {what} could not be loaded: {e}") from e
+
+
+def _complete_splits(raw: DatasetDict, percentage: int, source: str) -> DatasetDict:
+    splits = {}
+    for name, ds in raw.items():
+        name = _SPLIT_ALIASES.get(name, name)
+        if name in SPLITS:
+            splits[name] = ds
+    if "train" not in splits:
+        raise ValueError(f"{source} has no 'train' split (splits: {list(raw)}); pass --train_file.")
+    missing = [s for s in ("validation", "test") if s not in splits]
+    if missing:
+        if not 0 < percentage < 50:
+            raise ValueError(f"validation_split_percentage={percentage} must be in 1..49.")
+        train = splits["train"]
+        n = len(train)
+        take = max(1, n * percentage // 100)
+        if n < take * len(missing) + 1:
+            raise ValueError(
+                f"{source}: the train split has {n} lines, too few to carve off {missing} "
+                f"({percentage}% each); give --validation_file/--test_file or more text."
+            )
+        # Contiguous tail of the training text, so the held-out streams read like the corpus.
+        end = n
+        for split in missing:
+            splits[split] = train.select(range(end - take, end))
+            end -= take
+        splits["train"] = train.select(range(end))
+    return DatasetDict({s: splits[s] for s in SPLITS})
+
+
+def load_corpus(args: DataArguments) -> DatasetDict:
+    """Load the text: a Hub dataset, local files, or the embedded corpus.
+
+    Args:
+        args (`DataArguments`): ``dataset_name``/``dataset_config_name``, or ``train_file`` (with
+            optional ``validation_file``/``test_file``), ``text_column``, ``validation_split_percentage``,
+            ``replace_invalid_utf8``.
+    Returns:
+        `DatasetDict` with splits ``train``, ``validation``, ``test`` and one column ``text`` (str),
+        one row per line (text files) or per record. Missing validation/test splits are carved off
+        the end of train (``validation_split_percentage`` percent each).
+    Raises:
+        FileNotFoundError: a missing file or an unknown dataset, named.
+        ValueError: both a dataset and files, no train file, a missing text column, bytes that are not
+            UTF-8 (file and line named), or an empty split.
+    """
+    files = {s: f for s, f in zip(SPLITS, (args.train_file, args.validation_file, args.test_file)) if f}
+    if args.dataset_name and files:
+        raise ValueError(
+            f"give either --dataset_name ({args.dataset_name!r}) or local files ({files}), not both."
+        )
+    if files and "train" not in files:
+        raise ValueError(f"--train_file is required when giving {list(files)} files.")
+    if args.dataset_name:
+        source, raw = f"dataset {args.dataset_name!r}", _load_hub(args)
+    elif files:
+        source, raw = f"files {files}", _load_files(files, args)
+    else:
+        source, raw = "the embedded corpus", load_embedded_corpus()
+    if not isinstance(raw, DatasetDict):
+        raw = DatasetDict({"train": raw})
+    corpus = _complete_splits(raw, args.validation_split_percentage, source)
+    for split, ds in corpus.items():
+        if args.text_column not in ds.column_names:
+            raise ValueError(
+                f"{source}, split {split!r}: no column {args.text_column!r} (columns: {ds.column_names}); "
+                "pass --text_column <name>."
+            )
+        ds = ds.select_columns([args.text_column])
+        if args.text_column != "text":
+            ds = ds.rename_column(args.text_column, "text")
+        if len(ds) == 0:
+            raise ValueError(f"{source}, split {split!r} is empty (0 lines); an empty corpus cannot be used.")
+        corpus[split] = ds
+    return corpus
+
+
+def load_or_train_tokenizer(
+    args: DataArguments,
+    corpus: DatasetDict,
+    tokenizer_args: Optional[TokenizerArguments] = None,
+    *,
+    show_progress: bool = False,
+) -> PreTrainedTokenizerBase:
+    """The tokenizer for a corpus: ``args.tokenizer_name`` if given, else the default, else a new one.
+
+    Without ``tokenizer_name``: the embedded corpus uses the committed ``tokenizer/`` (when it exists
+    and no tokenizer setting is overridden); any other corpus gets a tokenizer trained on its train
+    split with ``tokenizer_args`` (fields left at None take the corpus defaults, see `TokenizerArguments`).
+
+    Args:
+        args (`DataArguments`), corpus (`DatasetDict` from `load_corpus`),
+        tokenizer_args (`TokenizerArguments`, *optional*), show_progress (`bool`).
+    Returns:
+        a transformers tokenizer with ``<unk>``, ``<eos>``, ``<pad>``.
+    """
+    if args.tokenizer_name:
+        return load_tokenizer(args.tokenizer_name)
+    tokenizer_args = tokenizer_args or TokenizerArguments()
+    embedded = not args.dataset_name and not args.train_file
+    overridden = any(v is not None for v in asdict(tokenizer_args).values())
+    if embedded and not overridden and (REPO_TOKENIZER_DIR / "tokenizer.json").exists():
+        return load_tokenizer(REPO_TOKENIZER_DIR)
+    settings = tokenizer_args.resolved(EMBEDDED_TOKENIZER_SETTINGS if embedded else PRETOKENIZED_SETTINGS)
+    return train_on_split(corpus["train"], settings, show_progress=show_progress)
+
+
+def train_on_split(train: Dataset, settings: dict, *, show_progress: bool = False) -> PreTrainedTokenizerBase:
+    """Train a word-level tokenizer on a split's ``text`` column, streamed in batches of 1,000 rows.
+
+    Args:
+        train (`Dataset`): with a ``text`` column.
+        settings (`dict`): keyword arguments of `train_word_tokenizer`.
+    Returns:
+        the trained transformers tokenizer.
+    """
+    batches = ([t or "" for t in b["text"]] for b in train.iter(batch_size=1000))
+    return train_word_tokenizer(batches, show_progress=show_progress, **settings)
+
+
+# --------------------------------------------------------------------------------------------
+# Preprocessing
+# --------------------------------------------------------------------------------------------
+
+
+class _LineEncoder:
+    """Batched map function: each text row -> its word ids + ``<eos>`` (picklable for num_proc)."""
+
+    def __init__(self, tokenizer: PreTrainedTokenizerBase):
+        self.backend = tokenizer.backend_tokenizer
+        self.eos_id = tokenizer.eos_token_id
+
+    def __call__(self, batch: dict) -> dict:
+        texts = [t if t is not None else "" for t in batch["text"]]
+        encodings = self.backend.encode_batch_fast(texts, add_special_tokens=False)
+        return {"input_ids": [e.ids + [self.eos_id] for e in encodings]}
+
+
+def _flat_ids(ds: Dataset) -> np.ndarray:
+    """All ``input_ids`` of a split as one 1-D int array, via Arrow (no Python loop over tokens)."""
+    if ds._indices is not None:
+        ds = ds.flatten_indices()
+    column = ds.data.column("input_ids")
+    if column.num_chunks == 0:
+        return np.zeros(0, dtype=np.int32)
+    return pa.concat_arrays([chunk.flatten() for chunk in column.chunks]).to_numpy(zero_copy_only=False)
+
+
+def _blocks_of(flat: np.ndarray, block_size: int) -> Dataset:
+    n_blocks = len(flat) // block_size
+    values = pa.array(flat[: n_blocks * block_size].astype(np.int32, copy=False))
+    rows = pa.FixedSizeListArray.from_arrays(values, block_size)  # (n_blocks, block_size)
+    return Dataset(InMemoryTable(pa.table({"input_ids": rows, "labels": rows})))
+
+
+@dataclass
+class PreparedData:
+    """A tokenised corpus in the two layouts training uses.
+
+    Attributes:
+        streams (`DatasetDict`): per split, one row per corpus line, ``input_ids`` (int32) ending in ``<eos>``.
+        blocks (`DatasetDict`): per split, rows of ``input_ids`` and ``labels``, exactly ``block_size`` each.
+        tokenizer_fingerprint (`str`): `tokenizer_fingerprint` of the tokenizer used.
+        vocab_size (`int`): entries of that tokenizer, special tokens included.
+        block_size (`int`).
+        stats (`dict`): per split ``lines``, ``words``, ``tokens`` (with ``<eos>``), ``unk``, ``oov_rate``, ``blocks``.
+        source (`dict`): see `describe_source`.
+        tokenizer: the tokenizer, when known.
+        path (`Path`, *optional*): the folder it was saved to or loaded from.
+    """
+
+    streams: DatasetDict
+    blocks: DatasetDict
+    tokenizer_fingerprint: str
+    vocab_size: int
+    block_size: int
+    stats: dict
+    source: dict = field(default_factory=dict)
+    tokenizer: Optional[PreTrainedTokenizerBase] = None
+    path: Optional[Path] = None
+
+    def stream_tensor(self, split: str) -> torch.LongTensor:
+        """The whole split as one token stream.
+
+        Args:
+            split (`str`): ``"train"``, ``"validation"`` or ``"test"``.
+        Returns:
+            `torch.LongTensor` of shape (N,), N = the split's token count (``<eos>`` included).
+        """
+        if split not in self.streams:
+            raise ValueError(f"split {split!r} is not prepared; available: {list(self.streams)}.")
+        return torch.from_numpy(_flat_ids(self.streams[split]).astype(np.int64))
+
+
+def prepare_datasets(
+    corpus: DatasetDict,
+    tokenizer: PreTrainedTokenizerBase,
+    *,
+    block_size: int,
+    num_proc: Optional[int] = None,
+    overwrite_cache: bool = False,
+    output_dir: Optional[Union[str, Path]] = None,
+    source: Optional[dict] = None,
+) -> PreparedData:
+    """Tokenise every split (batched ``Dataset.map``, datasets cache) and lay it out as streams and blocks.
+
+    Args:
+        corpus (`DatasetDict`): from `load_corpus` (a ``text`` column).
+        tokenizer: a transformers tokenizer with an ``eos_token``.
+        block_size (`int`): tokens per row of ``blocks``.
+        num_proc (`int`, *optional*): processes for the tokenisation map.
+        overwrite_cache (`bool`): recompute instead of loading the cached map result.
+        output_dir (`str` or `Path`, *optional*): save there (see the module docstring for the layout).
+        source (`dict`, *optional*): recorded in ``hwlm_data.json`` (see `describe_source`).
+    Returns:
+        `PreparedData`.
+    Raises:
+        ValueError: ``block_size`` < 1, a split with no words (only empty lines), or a split with fewer
+            tokens than ``block_size``.
+    """
+    if block_size < 1:
+        raise ValueError(f"block_size={block_size} must be >= 1.")
+    fingerprint = tokenizer_fingerprint(tokenizer)
+    encoder = _LineEncoder(tokenizer)
+    features = Features({"input_ids": List(Value("int32"))})
+    streams = DatasetDict()
+    for split, ds in corpus.items():
+        # An explicit fingerprint: the datasets cache key is (input data, tokenizer, this code's version),
+        # independent of how dill happens to hash the encoder object.
+        new_fp = hashlib.sha256(f"{ds._fingerprint}|{fingerprint}|hwlm-streams-v1".encode()).hexdigest()[:16]
+        streams[split] = ds.map(
+            encoder,
+            batched=True,
+            batch_size=1000,
+            num_proc=num_proc,
+            remove_columns=ds.column_names,
+            features=features,
+            load_from_cache_file=not overwrite_cache,
+            new_fingerprint=new_fp,
+            desc=f"Tokenising {split}",
+        )
+    unk_id, eos_id = tokenizer.unk_token_id, tokenizer.eos_token_id
+    stats, blocks = {}, DatasetDict()
+    for split, ds in streams.items():
+        flat = _flat_ids(ds)
+        lines, tokens = len(ds), len(flat)
+        words = tokens - lines
+        if words == 0:
+            raise ValueError(
+                f"split {split!r} has no words: its {lines} lines are all empty; check the input or the "
+                "text column."
+            )
+        if tokens < block_size:
+            raise ValueError(
+                f"block_size={block_size} is larger than split {split!r}, which has {tokens} tokens; "
+                f"use --block_size {tokens} or less, or more text."
+            )
+        unk = int(np.count_nonzero(flat == unk_id))
+        stats[split] = {"lines": lines, "words": words, "tokens": tokens, "eos": int(np.count_nonzero(flat == eos_id)),
+                        "unk": unk, "oov_rate": unk / words, "blocks": tokens // block_size}
+        blocks[split] = _blocks_of(flat, block_size)
+    prepared = PreparedData(
+        streams=streams, blocks=blocks, tokenizer_fingerprint=fingerprint, vocab_size=len(tokenizer),
+        block_size=block_size, stats=stats, source=source or {}, tokenizer=tokenizer,
+    )
+    if output_dir is not None:
+        save_prepared(prepared, output_dir)
+    return prepared
+
+
+def save_prepared(prepared: PreparedData, output_dir: Union[str, Path]) -> Path:
+    """Write a `PreparedData` to ``output_dir`` (streams/, blocks/, tokenizer/, hwlm_data.json).
+
+    Returns:
+        the folder as a `Path`.
+    """
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    prepared.streams.save_to_disk(str(out / "streams"))
+    prepared.blocks.save_to_disk(str(out / "blocks"))
+    if prepared.tokenizer is not None:
+        prepared.tokenizer.save_pretrained(str(out / "tokenizer"))
+    meta = {
+        "format_version": PREPARED_FORMAT_VERSION,
+        "tokenizer_fingerprint": prepared.tokenizer_fingerprint,
+        "vocab_size": prepared.vocab_size,
+        "block_size": prepared.block_size,
+        "line_convention": "each line -> its words + one <eos>; an empty line -> one <eos>",
+        "splits": prepared.stats,
+        "source": prepared.source,
+    }
+    (out / "hwlm_data.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    prepared.path = out
+    return out
+
+
+def load_prepared(
+    path: Union[str, Path], tokenizer: Optional[Union[str, Path, PreTrainedTokenizerBase]] = None
+) -> PreparedData:
+    """Load a folder written by `prepare_datasets` / ``hwlm-prepare``, checking the tokenizer matches.
+
+    Args:
+        path: the prepared folder.
+        tokenizer: the tokenizer the caller will train with (object or folder). Default: the copy
+            saved in ``path/tokenizer``.
+    Returns:
+        `PreparedData`.
+    Raises:
+        FileNotFoundError: ``path`` holds no ``hwlm_data.json``.
+        ValueError: the tokenizer's fingerprint differs from the one recorded at preparation.
+    """
+    folder = Path(path)
+    meta_path = folder / "hwlm_data.json"
+    if not meta_path.is_file():
+        raise FileNotFoundError(
+            f"{str(folder)!r} is not a prepared data folder (no hwlm_data.json); create it with "
+            f"hwlm-prepare --output_dir {folder}."
+        )
+    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    if tokenizer is None and (folder / "tokenizer").is_dir():
+        tokenizer = folder / "tokenizer"
+    name = str(tokenizer) if isinstance(tokenizer, (str, Path)) else type(tokenizer).__name__
+    if isinstance(tokenizer, (str, Path)):
+        tokenizer = load_tokenizer(tokenizer)
+    if tokenizer is not None:
+        fingerprint = tokenizer_fingerprint(tokenizer)
+        if fingerprint != meta["tokenizer_fingerprint"]:
+            raise ValueError(
+                f"the data in {str(folder)!r} was prepared with a different tokenizer: fingerprint "
+                f"{meta['tokenizer_fingerprint']} recorded, {fingerprint} for tokenizer {name}. Token ids "
+                f"would not match; use {folder / 'tokenizer'} or re-run hwlm-prepare with --tokenizer_name."
+            )
+    return PreparedData(
+        streams=load_from_disk(str(folder / "streams")),
+        blocks=load_from_disk(str(folder / "blocks")),
+        tokenizer_fingerprint=meta["tokenizer_fingerprint"],
+        vocab_size=meta["vocab_size"],
+        block_size=meta["block_size"],
+        stats=meta["splits"],
+        source=meta.get("source", {}),
+        tokenizer=tokenizer,
+        path=folder,
+    )
