@@ -221,6 +221,11 @@ class HwlmTransformerPreTrainedModel(PreTrainedModel):
         elif isinstance(module, nn.LayerNorm):
             init.ones_(module.weight)
             init.zeros_(module.bias)
+        elif isinstance(module, HwlmTransformerModel) and module.embed_positions is None:
+            # The sinusoidal table is a non-persistent buffer: from_pretrained builds it on the meta device, so it
+            # must be recomputed here rather than loaded.
+            config = self.config
+            init.copy_(module.position_table, sinusoidal_positions(config.max_position_embeddings, config.hidden_size))
         if isinstance(module, (HwlmAttention, HwlmMLP)):
             projection = module.o_proj if isinstance(module, HwlmAttention) else module.fc_out
             init.normal_(projection.weight, mean=0.0, std=std / math.sqrt(2 * self.config.num_hidden_layers))
