@@ -639,3 +639,14 @@ def load_prepared(
         tokenizer=tokenizer,
         path=folder,
     )
+
+
+def resolve_tokenizer(args: DataArguments, corpus: DatasetDict) -> PreTrainedTokenizerBase:
+    """`load_or_train_tokenizer` with default tokenizer settings (the name the training loop uses).
+
+    Args:
+        args (`DataArguments`), corpus (`DatasetDict` from `load_corpus`).
+    Returns:
+        a transformers tokenizer.
+    """
+    return load_or_train_tokenizer(args, corpus)

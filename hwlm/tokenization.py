@@ -185,6 +185,9 @@ def train_word_tokenizer(
     if min_frequency < 1:
         raise ValueError(f"min_frequency={min_frequency} must be >= 1.")
     tok = build_word_tokenizer(lowercase=lowercase, nfkc=nfkc, pre_tokenizer=pre_tokenizer)
+    # Registered before training so that "<unk>" in the text stays one word even with the "words"
+    # pre-tokenizer (added tokens are cut out before pre-tokenization, during training too).
+    tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in SPECIAL_TOKENS])
     # The corpus may itself contain "<unk>" (PTB, WikiText) or even "<eos>": the trainer then counts
     # it as a word and gives it a second id, leaving a hole in the vocabulary. Leave room for that
     # (cap + 3) and renumber below so each special token exists once, at its fixed id.

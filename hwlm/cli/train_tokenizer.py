@@ -1,0 +1,105 @@
+"""``hwlm-tokenizer``: train a word-level tokenizer on a corpus and save it for ``AutoTokenizer``.
+
+Writes ``tokenizer.json``, ``tokenizer_config.json`` and a ``README.md`` recording the corpus
+(for the embedded corpus: the Python version it ships with) and the settings. With no data flags
+this rebuilds the committed ``tokenizer/``::
+
+    hwlm-tokenizer --output_dir tokenizer
+    hwlm-tokenizer --train_file train.txt --output_dir outputs/tok --vocab_size 10000 --min_frequency 2
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+from hwlm.cli.prepare import parse_args
+from hwlm.data import (
+    EMBEDDED_SPLIT_PERCENT,
+    EMBEDDED_TOKENIZER_SETTINGS,
+    DataArguments,
+    describe_source,
+    load_corpus,
+    train_on_split,
+)
+from hwlm.tokenization import PRETOKENIZED_SETTINGS, SPECIAL_TOKENS, TokenizerArguments, tokenizer_fingerprint
+
+
+@dataclass
+class TokenizerOutputArguments:
+    """Where ``hwlm-tokenizer`` writes the tokenizer."""
+
+    output_dir: str = field(default="outputs/tokenizer", metadata={"help": "Folder for the tokenizer files."})
+
+
+def render_readme(source: dict, settings: dict, vocab_size: int, fingerprint: str) -> str:
+    """The README written next to a trained tokenizer: corpus, settings, vocabulary, how to rebuild.
+
+    Args:
+        source (`dict`): from `hwlm.data.describe_source`.
+        settings (`dict`): the `train_word_tokenizer` keyword arguments used.
+        vocab_size (`int`), fingerprint (`str`).
+    Returns:
+        `str`, Markdown; deterministic for the same inputs (no dates, no absolute paths of the machine
+        for the embedded corpus).
+    """
+    lines = ["# hwlm word-level tokenizer", ""]
+    lines += ["Load it with `transformers.AutoTokenizer.from_pretrained(<this folder>)`.", ""]
+    lines += ["## Corpus", ""]
+    if source["kind"] == "embedded":
+        split = ", ".join(f"{s} {p}%" for s, p in EMBEDDED_SPLIT_PERCENT.items())
+        lines += [
+            f"- Source: {source['source']}",
+            f"- Python version: {source['python_version']}",
+            f"- Content SHA-256 (topics as sorted JSON): `{source['sha256']}`",
+            f"- Split by SHA-256 of each topic key modulo 100 ({split}); topics per split: "
+            + ", ".join(f"{k} {v}" for k, v in source["topics"].items()),
+            "- Trained on the train split only.",
+        ]
+    else:
+        for k, v in source.items():
+            lines.append(f"- {k}: {v}")
+    lines += ["", "## Settings", ""]
+    lines += [f"- {k}: {v}" for k, v in settings.items()]
+    lines += [
+        "",
+        "## Vocabulary",
+        "",
+        f"- {vocab_size:,} entries; special tokens first: "
+        + ", ".join(f"`{t}`={i}" for i, t in enumerate(SPECIAL_TOKENS))
+        + "; then words by decreasing frequency.",
+        f"- Fingerprint (vocabulary + normalizer + pre-tokenizer): `{fingerprint}`",
+        "- Encoding a prompt does not append `<eos>`; the data pipeline appends one per line.",
+        "",
+        "## Rebuild",
+        "",
+        "```",
+        "hwlm-tokenizer --output_dir tokenizer" if source["kind"] == "embedded" else "hwlm-tokenizer <same data flags>",
+        "```",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: Optional[list[str]] = None) -> None:
+    """Run ``hwlm-tokenizer`` (see the module docstring); ``argv`` defaults to ``sys.argv[1:]``."""
+    data_args, tok_args, out_args = parse_args(
+        (DataArguments, TokenizerArguments, TokenizerOutputArguments), argv, description=__doc__.split("\n")[0]
+    )
+    source = describe_source(data_args)
+    corpus = load_corpus(data_args)
+    settings = tok_args.resolved(EMBEDDED_TOKENIZER_SETTINGS if source["kind"] == "embedded" else PRETOKENIZED_SETTINGS)
+    tokenizer = train_on_split(corpus["train"], settings, show_progress=True)
+    out = Path(out_args.output_dir)
+    tokenizer.save_pretrained(str(out))
+    fingerprint = tokenizer_fingerprint(tokenizer)
+    (out / "README.md").write_text(render_readme(source, settings, len(tokenizer), fingerprint), encoding="utf-8")
+    build = {"source": source, "settings": settings, "vocab_size": len(tokenizer), "fingerprint": fingerprint}
+    (out / "hwlm_tokenizer.json").write_text(json.dumps(build, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    print(f"vocabulary: {len(tokenizer):,} entries, fingerprint {fingerprint}; saved to {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,6 @@
+"""Thin wrapper over hwlm.cli.prepare (also installed as `hwlm-prepare`)."""
+
+from hwlm.cli.prepare import main
+
+if __name__ == "__main__":
+    main()
