@@ -155,8 +155,8 @@ class StreamLoader:
         for k, length in enumerate(self.window_lengths()):
             if k >= start:
                 yield StreamWindow(
-                    input_ids=self.inputs[:, pos : pos + length],  # (B, T)
-                    shift_labels=self.labels[:, pos : pos + length],  # (B, T)
+                    input_ids=self.inputs[:, pos : pos + length].contiguous(),  # (B, T)
+                    shift_labels=self.labels[:, pos : pos + length].contiguous(),  # (B, T); contiguous: the loss .view()s it
                     index=k,
                 )
             pos += length

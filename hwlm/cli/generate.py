@@ -1,0 +1,86 @@
+"""``hwlm-generate``: sample text from a saved model folder.
+
+Example::
+
+    hwlm-generate --model_name_or_path outputs/quickstart --prompt "the meaning of" --max_new_tokens 30 \\
+        --temperature 0.8 --top_k 50 --seed 0
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from typing import Optional
+
+from transformers import HfArgumentParser
+
+
+@dataclass
+class GenerateArguments:
+    """Sampling settings."""
+
+    model_name_or_path: str = field(metadata={"help": "A folder written by hwlm-train (or a Hub repo id)."})
+    prompt: str = field(default="", metadata={"help": "Text to continue (words outside the vocabulary become <unk>)."})
+    max_new_tokens: int = field(default=30, metadata={"help": "Words to generate."})
+    do_sample: bool = field(default=True, metadata={"help": "Sample (True) or decode greedily (False)."})
+    temperature: float = field(default=1.0, metadata={"help": "Softmax temperature (> 0)."})
+    top_k: int = field(default=0, metadata={"help": "Keep the k most likely words (0: all)."})
+    top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling mass (1.0: off)."})
+    num_return_sequences: int = field(default=1, metadata={"help": "Samples to draw."})
+    seed: int = field(default=0, metadata={"help": "Random seed."})
+    stop_at_eos: bool = field(default=False, metadata={"help": "Stop a sample at <eos> (end of line)."})
+    trust_remote_code: bool = field(default=False, metadata={"help": "Use the model code in the folder (hwlm not needed)."})
+
+
+def generate_text(gen_args: GenerateArguments, model=None, tokenizer=None) -> list[str]:
+    """Return ``num_return_sequences`` strings: the prompt followed by the generated words (``<eos>`` shown as a newline)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
+
+    import hwlm  # noqa: F401  (registers the Auto classes)
+
+    if gen_args.temperature <= 0:
+        raise ValueError(f"--temperature must be > 0, got {gen_args.temperature}; use --do_sample false for greedy decoding")
+    model = model or AutoModelForCausalLM.from_pretrained(gen_args.model_name_or_path, trust_remote_code=gen_args.trust_remote_code)
+    tokenizer = tokenizer or AutoTokenizer.from_pretrained(gen_args.model_name_or_path)
+    model.eval()
+    set_seed(gen_args.seed)
+    prompt = gen_args.prompt.strip()
+    ids = tokenizer(prompt, return_tensors="pt")["input_ids"] if prompt else None
+    if ids is None or ids.shape[1] == 0:  # an empty prompt starts a new line
+        ids = torch.tensor([[tokenizer.eos_token_id]])
+    with torch.no_grad():
+        out = model.generate(
+            input_ids=ids,
+            attention_mask=torch.ones_like(ids),
+            max_new_tokens=gen_args.max_new_tokens,
+            do_sample=gen_args.do_sample,
+            temperature=gen_args.temperature if gen_args.do_sample else None,
+            top_k=gen_args.top_k if gen_args.do_sample else None,
+            top_p=gen_args.top_p if gen_args.do_sample else None,
+            num_return_sequences=gen_args.num_return_sequences,
+            eos_token_id=tokenizer.eos_token_id if gen_args.stop_at_eos else None,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+    texts = []
+    for row in out:
+        new = tokenizer.decode(row[ids.shape[1]:], skip_special_tokens=False)
+        new = new.replace(tokenizer.eos_token, "\n").replace(" \n ", "\n").replace(tokenizer.pad_token or "\0", "")
+        texts.append((prompt + " " + new.strip(" ")).strip(" ") if prompt else new.strip(" "))
+    return texts
+
+
+def main(argv: list[str] | None = None) -> list[str]:
+    (gen_args,) = HfArgumentParser(GenerateArguments).parse_args_into_dataclasses(
+        list(sys.argv[1:] if argv is None else argv)
+    )
+    texts = generate_text(gen_args)
+    for i, text in enumerate(texts):
+        if len(texts) > 1:
+            print(f"--- sample {i + 1}")
+        print(text)
+    return texts
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,27 @@
+"""``hwlm-push FOLDER REPO_ID``: upload a trained model folder (model, tokenizer, code, card, results) to the Hub.
+
+Needs a token (``huggingface-cli login`` or ``HF_TOKEN``). ``HF_ENDPOINT`` selects another hub.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def main(argv: list[str] | None = None) -> str:
+    from hwlm.hub import push_folder
+
+    parser = argparse.ArgumentParser(prog="hwlm-push", description=__doc__.splitlines()[0])
+    parser.add_argument("folder", help="The output folder of hwlm-train.")
+    parser.add_argument("repo_id", help="Hub repository, e.g. your-name/hwlm-ptb-lstm.")
+    parser.add_argument("--private", action="store_true", help="Create the repository as private.")
+    parser.add_argument("--commit_message", default="Upload hwlm model")
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    url = push_folder(args.folder, args.repo_id, private=args.private, commit_message=args.commit_message)
+    print(f"uploaded {args.folder} to {args.repo_id}: {url}")
+    return url
+
+
+if __name__ == "__main__":
+    main()
