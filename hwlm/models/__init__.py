@@ -5,7 +5,7 @@ from .configuration_lstm import HwlmLstmConfig
 from .configuration_recurrent import HwlmRecurrentConfig
 from .configuration_rnn import HwlmRnnConfig
 from .configuration_transformer import HwlmTransformerConfig
-from .modeling_outputs import HwlmCausalLMOutput
+from .modeling_common import HwlmCausalLMOutput
 from .modeling_recurrent import HwlmLstmForCausalLM, HwlmRecurrentForCausalLM, HwlmRnnForCausalLM, RecurrentState
 from .modeling_transformer import HwlmTransformerForCausalLM
 

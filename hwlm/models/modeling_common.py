@@ -1,4 +1,4 @@
-"""Output container and output layer shared by every hwlm model family.
+"""Pieces shared by every hwlm model family: the output container, the output layer, input checks and strict loading.
 
 Shape legend: B batch, T time, D width of the features fed to the output layer, V vocabulary size.
 This file travels with saved models, so it imports only torch and transformers.
@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from transformers import PreTrainedModel
 from transformers.utils import ModelOutput
 
 
@@ -80,6 +81,8 @@ def lm_head_outputs(
     already aligned with the positions; -100 is ignored in both. Returns `(loss, logits)`.
     """
     head = model.lm_head
+    if shift_labels is not None:
+        shift_labels = shift_labels.contiguous()  # ForCausalLMLoss calls .view(-1); slices of a batch are not contiguous
     wants_loss = labels is not None or shift_labels is not None
     if not isinstance(head, nn.AdaptiveLogSoftmaxWithLoss):
         logits = head(features)  # (B, T, V)
@@ -110,3 +113,25 @@ def lm_head_outputs(
     if torch.is_tensor(divisor):
         divisor = divisor.to(nll_sum.device)
     return nll_sum / divisor, None
+
+
+class StrictLoadingMixin:
+    """
+    `from_pretrained` that refuses a folder whose weights do not cover its config. transformers only warns about
+    missing weights and initialises them at random, which would silently hand back an untrained model.
+    """
+
+    @classmethod
+    def from_pretrained(cls, *args, **kwargs) -> PreTrainedModel:
+        want_info = kwargs.pop("output_loading_info", False)
+        model, info = super().from_pretrained(*args, output_loading_info=True, **kwargs)
+        missing = sorted(info.get("missing_keys", []))
+        if missing:
+            shown = ", ".join(missing[:6]) + (f" (+{len(missing) - 6} more)" if len(missing) > 6 else "")
+            raise ValueError(
+                f"The weights in {args[0] if args else kwargs.get('pretrained_model_name_or_path')!s} do not match "
+                f"its config: {len(missing)} weight(s) the config asks for are missing: {shown}. The config.json "
+                "was probably edited or belongs to another model (e.g. more layers or another cell type); restore "
+                "the config.json that was saved with these weights."
+            )
+        return (model, info) if want_info else model

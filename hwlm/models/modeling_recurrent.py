@@ -26,7 +26,7 @@ from transformers import initialization as init
 from .configuration_lstm import HwlmLstmConfig
 from .configuration_recurrent import HwlmRecurrentConfig
 from .configuration_rnn import HwlmRnnConfig
-from .modeling_outputs import HwlmCausalLMOutput, build_lm_head, check_token_ids, lm_head_outputs
+from .modeling_common import HwlmCausalLMOutput, StrictLoadingMixin, build_lm_head, check_token_ids, lm_head_outputs
 
 
 class RecurrentState:
@@ -237,7 +237,7 @@ class HwlmRecurrentModel(nn.Module):
         return x, new_state, (tuple(all_hidden) if all_hidden is not None else None)
 
 
-class HwlmRecurrentPreTrainedModel(PreTrainedModel):
+class HwlmRecurrentPreTrainedModel(StrictLoadingMixin, PreTrainedModel):
     """Weight initialisation and generation hooks shared by the recurrent hwlm models."""
 
     config_class = HwlmRecurrentConfig

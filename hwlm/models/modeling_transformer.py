@@ -25,7 +25,7 @@ from transformers.masking_utils import create_causal_mask
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
 from .configuration_transformer import HwlmTransformerConfig
-from .modeling_outputs import HwlmCausalLMOutput, build_lm_head, check_token_ids, lm_head_outputs
+from .modeling_common import HwlmCausalLMOutput, StrictLoadingMixin, build_lm_head, check_token_ids, lm_head_outputs
 
 
 def eager_attention_forward(
@@ -197,7 +197,7 @@ class HwlmTransformerModel(nn.Module):
         return x, (tuple(all_hidden) if all_hidden else None), (tuple(all_probs) if all_probs else None)
 
 
-class HwlmTransformerPreTrainedModel(PreTrainedModel):
+class HwlmTransformerPreTrainedModel(StrictLoadingMixin, PreTrainedModel):
     config_class = HwlmTransformerConfig
     base_model_prefix = "model"
     main_input_name = "input_ids"
