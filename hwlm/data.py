@@ -268,6 +268,8 @@ def _load_files(files: dict[str, str], args: DataArguments) -> DatasetDict:
         flag = {"train": "--train_file", "validation": "--validation_file", "test": "--test_file"}[split]
         if not path.is_file():
             raise FileNotFoundError(f"{flag} {name!r} does not exist (or is not a file); check the path.")
+        if path.stat().st_size == 0:
+            raise ValueError(f"{flag} {name!r} is empty (0 bytes); an empty corpus cannot be used.")
         builders.add(_BUILDERS.get(path.suffix.lower(), "text"))  # .txt, .tokens, ... -> one row per line
     if len(builders) > 1:
         raise ValueError(
@@ -280,7 +282,12 @@ def _load_files(files: dict[str, str], args: DataArguments) -> DatasetDict:
             for name in files.values():
                 check_utf8(name)
         kwargs["encoding_errors"] = "replace" if args.replace_invalid_utf8 else "strict"
-    return load_dataset(builder, data_files={s: str(f) for s, f in files.items()}, **kwargs)
+    try:
+        return load_dataset(builder, data_files={s: str(f) for s, f in files.items()}, **kwargs)
+    except ValueError as e:
+        if "corresponds to no data" not in str(e):
+            raise
+        raise ValueError(f"a split of {files} has no rows ({e}); an empty corpus cannot be used.") from e
 
 
 def _load_hub(args: DataArguments) -> DatasetDict:
