@@ -1,4 +1,5 @@
-"""A loopback HTTP server answering the few Hub endpoints that ``create_repo`` and ``upload_folder`` use.
+"""A loopback HTTP server answering the few Hub endpoints that ``create_repo`` and ``upload_folder`` use
+(create, validate-yaml for a README.md, preupload, commit).
 
 Files arrive inline (base64) in the commit's NDJSON body because preupload answers ``regular`` for
 every file, so no LFS/Xet storage is needed. Received files are kept in ``server.files``.
@@ -32,6 +33,9 @@ class _Handler(BaseHTTPRequestHandler):
             data = json.loads(raw or b"{}")
             self.server.created.append(data)
             return self._json({"url": f"{self.server.url}/{data.get('organization') or 'user'}/{data['name']}", "name": data["name"]})
+        if self.path == "/api/validate-yaml":  # README.md metadata check before the upload
+            self.server.validated.append(json.loads(raw)["content"])
+            return self._json({"errors": [], "warnings": []})
         if "/preupload/" in self.path:
             data = json.loads(raw)
             return self._json(
@@ -59,6 +63,6 @@ class _Handler(BaseHTTPRequestHandler):
 def start_hub_server():
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
     server.url = f"http://127.0.0.1:{server.server_address[1]}"
-    server.files, server.created, server.requests = {}, [], []
+    server.files, server.created, server.requests, server.validated = {}, [], [], []
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server

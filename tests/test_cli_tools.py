@@ -1,0 +1,97 @@
+"""hwlm-eval, hwlm-generate, signals and the quickstart script at toy scale."""
+
+import json
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from _toy import lstm_flags, prepare_toy
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    from hwlm.cli.train import main
+
+    root = tmp_path_factory.mktemp("tools")
+    prepared = prepare_toy(root)
+    out = root / "lstm"
+    results = main(lstm_flags(prepared, out, "--per_device_eval_batch_size", "1"))
+    return prepared, out, results
+
+
+def test_eval_command_reproduces_the_training_figures(run, tmp_path):
+    from hwlm.cli.evaluate import main
+
+    prepared, out, results = run
+    res = main(["--model_name_or_path", str(out), "--prepared_data_dir", str(prepared), "--bptt", "13",
+                "--output_file", str(tmp_path / "eval.json")])
+    assert res["test_perplexity"] == pytest.approx(results["test_perplexity"], rel=1e-5)
+    assert json.loads((tmp_path / "eval.json").read_text())["validation_num_tokens"] == results["validation_num_tokens"]
+
+
+def test_eval_refuses_data_prepared_with_another_tokenizer(run, tmp_path):
+    from hwlm.cli.evaluate import main
+    from hwlm.tokenization import train_word_tokenizer
+
+    prepared, out, _ = run
+    other = tmp_path / "other_model"
+    other.mkdir()
+    for f in out.iterdir():
+        if f.is_file():
+            (other / f.name).write_bytes(f.read_bytes())
+    train_word_tokenizer(["a b c d e"]).save_pretrained(other)
+    with pytest.raises(ValueError, match="prepared with a different tokenizer"):
+        main(["--model_name_or_path", str(other), "--prepared_data_dir", str(prepared)])
+
+
+def test_generate_command_is_seeded(run, capsys):
+    from hwlm.cli.generate import main
+
+    _, out, _ = run
+    argv = ["--model_name_or_path", str(out), "--prompt", "w1 w2", "--max_new_tokens", "12", "--temperature", "0.9",
+            "--top_k", "20", "--top_p", "0.95", "--seed", "3"]
+    first, second = main(argv), main(argv)
+    assert first == second and first[0].startswith("w1 w2 ")
+    assert len(first[0].split()) >= 3
+    greedy = main(["--model_name_or_path", str(out), "--prompt", "w5", "--do_sample", "false", "--max_new_tokens", "4"])
+    assert greedy[0].startswith("w5")
+    with pytest.raises(ValueError, match="--temperature must be > 0"):
+        main([*argv, "--temperature", "0"])
+
+
+def test_sigint_saves_a_checkpoint_and_exits_cleanly(run, tmp_path):
+    from hwlm.cli.train import main
+    from hwlm.training.checkpoint import validate_checkpoint
+
+    prepared, _, _ = run
+    out = tmp_path / "sig"
+    timer = threading.Timer(1.5, lambda: os.kill(os.getpid(), signal.SIGINT))
+    timer.start()
+    try:
+        res = main(lstm_flags(prepared, out, "--num_train_epochs", "500", "--checkpointing_steps", "no"))
+    finally:
+        timer.cancel()
+    assert res["interrupted"] and res["step"] > 0
+    manifest = validate_checkpoint(res["checkpoint"])
+    assert manifest["step"] == res["step"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
+
+
+def test_quickstart_script_end_to_end_at_toy_scale(tmp_path, capsys):
+    sys.path.insert(0, str(REPO / "scripts"))
+    try:
+        import quickstart
+    finally:
+        sys.path.pop(0)
+    res = quickstart.main(["--output_dir", str(tmp_path / "qs"), "--max_train_steps", "3",
+                           "--config_overrides", "embedding_size=16,hidden_size=16,num_hidden_layers=1",
+                           "--max_eval_tokens", "500", "--disable_tqdm"])
+    printed = capsys.readouterr().out
+    assert "test perplexity" in printed and f"model folder: {(tmp_path / 'qs').resolve()}" in printed
+    assert res["test_perplexity"] > 1 and res["sample"]

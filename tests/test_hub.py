@@ -1,0 +1,70 @@
+"""Model card rendering and the folder upload against a Hub on loopback (no network)."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+import _toy  # noqa: F401
+from hub_server import start_hub_server
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_model_card_has_the_hub_metadata():
+    from transformers import AutoConfig
+
+    import hwlm  # noqa: F401
+    from hwlm.hub import render_model_card
+
+    cfg = AutoConfig.for_model("hwlm_lstm", vocab_size=100, hidden_size=16)
+    card = render_model_card(
+        model_name="tiny", config=cfg, command="hwlm-train --config presets/quickstart.yaml",
+        results={"validation_perplexity": 12.3456, "validation_loss": 2.5, "validation_num_tokens": 10,
+                 "test_perplexity": 13.0, "eval_method": "stream"},
+        dataset_name="Salesforce/wikitext", settings={"bptt": 35},
+    )
+    text = str(card)
+    meta = yaml.safe_load(text.split("---\n")[1])
+    assert meta["library_name"] == "transformers" and meta["pipeline_tag"] == "text-generation"
+    assert meta["datasets"] == ["Salesforce/wikitext"] and meta["license"] == "apache-2.0"
+    assert meta["metrics"] == ["perplexity"]
+    values = {r["metrics"][0]["name"]: r["metrics"][0]["value"] for r in meta["model-index"][0]["results"]}
+    assert values == {"validation perplexity": 12.35, "test perplexity": 13.0}
+    assert "hwlm-train --config presets/quickstart.yaml" in text and "| validation | 12.35 |" in text
+
+
+def test_push_uploads_the_whole_folder_to_a_loopback_hub(tmp_path):
+    folder = tmp_path / "model"
+    (folder / "checkpoints" / "step_1").mkdir(parents=True)
+    for name, content in {"config.json": "{}", "model.safetensors": "weights", "tokenizer.json": "{}",
+                          "README.md": "---\nlicense: mit\n---\n", "modeling_recurrent.py": "# code",
+                          "all_results.json": "{}", "curves.png": "png"}.items():
+        (folder / name).write_text(content)
+    (folder / "checkpoints" / "step_1" / "optimizer.bin").write_text("big")
+    server = start_hub_server()
+    try:
+        env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "HF_TOKEN")}
+        env.update(HF_ENDPOINT=server.url, HF_TOKEN="hf_dummy_token", HF_HUB_DISABLE_TELEMETRY="1")
+        proc = subprocess.run([sys.executable, str(REPO / "scripts" / "push.py"), str(folder), "someone/tiny-lm"],
+                              env=env, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert "uploaded" in proc.stdout
+        assert server.created and server.created[0]["name"] == "tiny-lm"
+        assert set(server.files) == {"config.json", "model.safetensors", "tokenizer.json", "README.md",
+                                     "modeling_recurrent.py", "all_results.json", "curves.png"}
+        assert server.files["model.safetensors"] == b"weights"
+        assert ("POST", "/api/models/someone/tiny-lm/commit/main") in server.requests
+    finally:
+        server.shutdown()
+
+
+def test_push_refuses_a_folder_without_a_model(tmp_path):
+    from hwlm.hub import push_folder
+
+    with pytest.raises(FileNotFoundError, match=r"is not a model folder: \['config.json', 'model.safetensors'\] missing"):
+        push_folder(tmp_path, "someone/x")
