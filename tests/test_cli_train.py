@@ -216,3 +216,10 @@ def test_two_processes_with_accelerate_launch(prepared, tmp_path):
     assert single_tokens == load_prepared(prepared).stream_tensor("validation").numel() - 1
     assert results["validation_perplexity"] < json.loads((out / "config.json").read_text())["vocab_size"]
     assert (out / "checkpoints").is_dir() and (out / "model.safetensors").is_file()
+
+
+def test_with_tracking_writes_tensorboard_events(prepared, tmp_path):
+    out = tmp_path / "tb"
+    train_main(lstm_flags(prepared, out, "--max_train_steps", "2", "--checkpointing_steps", "no",
+                          "--with_tracking", "--report_to", "tensorboard"))
+    assert list(out.rglob("events.out.tfevents.*"))
