@@ -88,7 +88,8 @@ def test_every_preset_parses_and_builds_its_model(name):
     n = sum(p.numel() for p in model.parameters())
     assert n > 0
     if name == "ptb-small-zaremba":
-        assert (model.config.hidden_size, model.config.num_hidden_layers, args.bptt, args.max_grad_norm) == (200, 2, 20, 5.0)
+        assert (model.config.hidden_size, model.config.num_hidden_layers, args.bptt, args.max_grad_norm) == (200, 2, 20, 0.25)
+        assert args.learning_rate * args.max_grad_norm == 5.0  # lr 1 / clip 5 on a loss summed over 20 steps
     if name == "ptb-tied-regularised":  # <= 5M parameters at PTB's 10k vocabulary
         cfg = model.config
         assert cfg.tie_word_embeddings and cfg.weight_dropout > 0
