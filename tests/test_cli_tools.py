@@ -15,31 +15,31 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    from hwlm.cli.train import main
+def trained(tmp_path_factory):
+    from hwlm.cli.train import run
 
     root = tmp_path_factory.mktemp("tools")
     prepared = prepare_toy(root)
     out = root / "lstm"
-    results = main(lstm_flags(prepared, out, "--per_device_eval_batch_size", "1"))
+    results = run(lstm_flags(prepared, out, "--per_device_eval_batch_size", "1"))
     return prepared, out, results
 
 
-def test_eval_command_reproduces_the_training_figures(run, tmp_path):
-    from hwlm.cli.evaluate import main
+def test_eval_command_reproduces_the_training_figures(trained, tmp_path):
+    from hwlm.cli.evaluate import run
 
-    prepared, out, results = run
-    res = main(["--model_name_or_path", str(out), "--prepared_data_dir", str(prepared), "--bptt", "13",
+    prepared, out, results = trained
+    res = run(["--model_name_or_path", str(out), "--prepared_data_dir", str(prepared), "--bptt", "13",
                 "--output_file", str(tmp_path / "eval.json")])
     assert res["test_perplexity"] == pytest.approx(results["test_perplexity"], rel=1e-5)
     assert json.loads((tmp_path / "eval.json").read_text())["validation_num_tokens"] == results["validation_num_tokens"]
 
 
-def test_eval_refuses_data_prepared_with_another_tokenizer(run, tmp_path):
-    from hwlm.cli.evaluate import main
+def test_eval_refuses_data_prepared_with_another_tokenizer(trained, tmp_path):
+    from hwlm.cli.evaluate import run
     from hwlm.tokenization import train_word_tokenizer
 
-    prepared, out, _ = run
+    prepared, out, _ = trained
     other = tmp_path / "other_model"
     other.mkdir()
     for f in out.iterdir():
@@ -47,34 +47,34 @@ def test_eval_refuses_data_prepared_with_another_tokenizer(run, tmp_path):
             (other / f.name).write_bytes(f.read_bytes())
     train_word_tokenizer(["a b c d e"]).save_pretrained(other)
     with pytest.raises(ValueError, match="prepared with a different tokenizer"):
-        main(["--model_name_or_path", str(other), "--prepared_data_dir", str(prepared)])
+        run(["--model_name_or_path", str(other), "--prepared_data_dir", str(prepared)])
 
 
-def test_generate_command_is_seeded(run, capsys):
-    from hwlm.cli.generate import main
+def test_generate_command_is_seeded(trained, capsys):
+    from hwlm.cli.generate import run
 
-    _, out, _ = run
+    _, out, _ = trained
     argv = ["--model_name_or_path", str(out), "--prompt", "w1 w2", "--max_new_tokens", "12", "--temperature", "0.9",
             "--top_k", "20", "--top_p", "0.95", "--seed", "3"]
-    first, second = main(argv), main(argv)
+    first, second = run(argv), run(argv)
     assert first == second and first[0].startswith("w1 w2 ")
     assert len(first[0].split()) >= 3
-    greedy = main(["--model_name_or_path", str(out), "--prompt", "w5", "--do_sample", "false", "--max_new_tokens", "4"])
+    greedy = run(["--model_name_or_path", str(out), "--prompt", "w5", "--do_sample", "false", "--max_new_tokens", "4"])
     assert greedy[0].startswith("w5")
     with pytest.raises(ValueError, match="--temperature must be > 0"):
-        main([*argv, "--temperature", "0"])
+        run([*argv, "--temperature", "0"])
 
 
-def test_sigint_saves_a_checkpoint_and_exits_cleanly(run, tmp_path):
-    from hwlm.cli.train import main
+def test_sigint_saves_a_checkpoint_and_exits_cleanly(trained, tmp_path):
+    from hwlm.cli.train import run
     from hwlm.training.checkpoint import validate_checkpoint
 
-    prepared, _, _ = run
+    prepared, _, _ = trained
     out = tmp_path / "sig"
     timer = threading.Timer(1.5, lambda: os.kill(os.getpid(), signal.SIGINT))
     timer.start()
     try:
-        res = main(lstm_flags(prepared, out, "--num_train_epochs", "500", "--checkpointing_steps", "no"))
+        res = run(lstm_flags(prepared, out, "--num_train_epochs", "500", "--checkpointing_steps", "no"))
     finally:
         timer.cancel()
     assert res["interrupted"] and res["step"] > 0

@@ -22,9 +22,9 @@ def prepared(tmp_path_factory) -> Path:
 
 
 def train_main(argv):
-    from hwlm.cli.train import main
+    from hwlm.cli.train import run
 
-    return main(argv)
+    return run(argv)
 
 
 def train_losses(output_dir: Path) -> list[tuple[int, float]]:

@@ -87,12 +87,17 @@ def evaluate_folder(eval_args: EvalArguments, data_args=None) -> dict:
     return results
 
 
-def main(argv: list[str] | None = None) -> dict:
+def run(argv: list[str] | None = None) -> dict:
     from hwlm.data import DataArguments
 
     parser = HfArgumentParser((EvalArguments, DataArguments))
     eval_args, data_args = parser.parse_args_into_dataclasses(list(sys.argv[1:] if argv is None else argv))
     return evaluate_folder(eval_args, data_args)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: `run` without a return value (a console script exits with what `main` returns)."""
+    run(argv)
 
 
 if __name__ == "__main__":

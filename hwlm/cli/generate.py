@@ -70,7 +70,7 @@ def generate_text(gen_args: GenerateArguments, model=None, tokenizer=None) -> li
     return texts
 
 
-def main(argv: list[str] | None = None) -> list[str]:
+def run(argv: list[str] | None = None) -> list[str]:
     (gen_args,) = HfArgumentParser(GenerateArguments).parse_args_into_dataclasses(
         list(sys.argv[1:] if argv is None else argv)
     )
@@ -80,6 +80,11 @@ def main(argv: list[str] | None = None) -> list[str]:
             print(f"--- sample {i + 1}")
         print(text)
     return texts
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: `run` without a return value (a console script exits with what `main` returns)."""
+    run(argv)
 
 
 if __name__ == "__main__":

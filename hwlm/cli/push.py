@@ -9,7 +9,7 @@ import argparse
 import sys
 
 
-def main(argv: list[str] | None = None) -> str:
+def run(argv: list[str] | None = None) -> str:
     from hwlm.hub import push_folder
 
     parser = argparse.ArgumentParser(prog="hwlm-push", description=__doc__.splitlines()[0])
@@ -21,6 +21,11 @@ def main(argv: list[str] | None = None) -> str:
     url = push_folder(args.folder, args.repo_id, private=args.private, commit_message=args.commit_message)
     print(f"uploaded {args.folder} to {args.repo_id}: {url}")
     return url
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: `run` without a return value (a console script exits with what `main` returns)."""
+    run(argv)
 
 
 if __name__ == "__main__":

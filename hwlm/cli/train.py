@@ -15,7 +15,7 @@ import sys
 from hwlm.training.arguments import parse_args
 
 
-def main(argv: list[str] | None = None) -> dict:
+def run(argv: list[str] | None = None) -> dict:
     """Parse the run settings (``--config`` preset + flags) and train; returns the results mapping."""
     from hwlm.training.loop import train
 
@@ -23,6 +23,11 @@ def main(argv: list[str] | None = None) -> dict:
     model_args, data_args, train_args = parse_args(argv)
     command = "hwlm-train " + " ".join(shlex.quote(a) for a in argv)
     return train(model_args, data_args, train_args, command=command)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: `run` without a return value (a console script exits with what `main` returns)."""
+    run(argv)
 
 
 if __name__ == "__main__":
