@@ -6,7 +6,7 @@ The pipeline, component by component::
     pre-tokenizer  "whitespace": split on Unicode whitespace only (PTB, WikiText: already tokenized)
                    "words":      also split punctuation off words (raw text)
     model          WordLevel, unknown words -> <unk>
-    decoder        joins words with single spaces
+    decoder        writes a space before every word, so decoded words can be appended to any text
 
 Special tokens come first and keep their ids whatever the corpus:
 ``<unk>`` = 0, ``<eos>`` = 1, ``<pad>`` = 2; words follow by decreasing frequency.
@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Union
 
-from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, TokenizersBackend
 
 UNK_TOKEN = "<unk>"
@@ -123,10 +123,11 @@ def build_word_tokenizer(
     tok.pre_tokenizer = (
         pre_tokenizers.WhitespaceSplit() if pre_tokenizer == "whitespace" else pre_tokenizers.Whitespace()
     )
-    # tokenizers has no "join with spaces" decoder. WordPiece puts a space before every token
-    # except the first, unless the token starts with its prefix; a prefix of " " never matches
-    # because tokens are split on whitespace, so the effect is exactly " ".join(tokens).
-    tok.decoder = decoders.WordPiece(prefix=" ", cleanup=False)
+    # A space before every word, the first included (as GPT-2's "Ġ" tokens carry their space): the
+    # text-generation pipeline returns prompt + decode(new tokens), which only reads right if the
+    # decoded continuation starts with its space. Decoding a whole text therefore starts with " ";
+    # `.strip()` it where that matters.
+    tok.decoder = decoders.Replace(Regex("^"), " ")
     return tok
 
 
