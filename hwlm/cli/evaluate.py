@@ -87,11 +87,17 @@ def evaluate_folder(eval_args: EvalArguments, data_args=None) -> dict:
     return results
 
 
-def run(argv: list[str] | None = None) -> dict:
+def parse(argv: list[str] | None = None) -> tuple:
+    """``(EvalArguments, DataArguments)`` from the command line."""
     from hwlm.data import DataArguments
 
     parser = HfArgumentParser((EvalArguments, DataArguments))
-    eval_args, data_args = parser.parse_args_into_dataclasses(list(sys.argv[1:] if argv is None else argv))
+    return tuple(parser.parse_args_into_dataclasses(list(sys.argv[1:] if argv is None else argv)))
+
+
+def run(argv: list[str] | None = None) -> dict:
+    """Parse the flags and score the splits; returns the results mapping."""
+    eval_args, data_args = parse(argv)
     return evaluate_folder(eval_args, data_args)
 
 

@@ -70,10 +70,16 @@ def generate_text(gen_args: GenerateArguments, model=None, tokenizer=None) -> li
     return texts
 
 
-def run(argv: list[str] | None = None) -> list[str]:
-    (gen_args,) = HfArgumentParser(GenerateArguments).parse_args_into_dataclasses(
+def parse(argv: list[str] | None = None) -> tuple:
+    """``(GenerateArguments,)`` from the command line."""
+    return tuple(HfArgumentParser(GenerateArguments).parse_args_into_dataclasses(
         list(sys.argv[1:] if argv is None else argv)
-    )
+    ))
+
+
+def run(argv: list[str] | None = None) -> list[str]:
+    """Parse the flags, generate and print; returns the texts."""
+    (gen_args,) = parse(argv)
     texts = generate_text(gen_args)
     for i, text in enumerate(texts):
         if len(texts) > 1:

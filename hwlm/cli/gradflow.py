@@ -154,8 +154,8 @@ def _sequences(args: GradflowArguments, prepared, vocab_size: int):
     ids, targets = corpus_sequences(tokens, args.sequence_length, num_sequences=args.num_sequences, offset=args.offset)
     source = {"source": prepared.source.get("kind", "corpus"), "split": args.split, "offset": args.offset}
     if prepared.tokenizer is not None:
-        source["text"] = prepared.tokenizer.decode(ids[0].tolist())
-        source["target"] = prepared.tokenizer.decode([int(targets[0])])
+        source["text"] = prepared.tokenizer.decode(ids[0].tolist()).strip()
+        source["target"] = prepared.tokenizer.decode([int(targets[0])]).strip()
     return ids, targets, source
 
 
@@ -258,10 +258,8 @@ def compare_defaults(args: GradflowArguments, data_args) -> dict:
     return _write(out, "gradflow_compare", payload, groups, title)
 
 
-def run(argv: list[str] | None = None) -> dict:
-    """Parse ``hwlm-gradflow`` flags (plus the data flags of hwlm-prepare) and run; returns what the JSON holds."""
-    import torch
-
+def parse(argv: list[str] | None = None) -> tuple:
+    """``(GradflowArguments, DataArguments)`` from the command line; checks --model / --compare_defaults."""
     from hwlm.data import DataArguments
 
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -269,6 +267,14 @@ def run(argv: list[str] | None = None) -> dict:
     args, data_args = HfArgumentParser((GradflowArguments, DataArguments)).parse_args_into_dataclasses(argv)
     if args.compare_defaults == bool(args.model):
         raise ValueError("pass either --model (one or more times) or --compare_defaults, not both and not neither.")
+    return args, data_args
+
+
+def run(argv: list[str] | None = None) -> dict:
+    """Parse ``hwlm-gradflow`` flags (plus the data flags of hwlm-prepare) and run; returns what the JSON holds."""
+    import torch
+
+    args, data_args = parse(argv)
     torch.set_num_threads(args.num_threads)
     torch.manual_seed(args.seed)
     return compare_defaults(args, data_args) if args.compare_defaults else measure_models(args, data_args)

@@ -60,11 +60,14 @@ def format_stats(stats: dict) -> str:
     return "\n".join(rows)
 
 
+def parse(argv: Optional[list[str]] = None) -> tuple:
+    """``(DataArguments, TokenizerArguments, PrepareArguments)`` from the command line."""
+    return parse_args((DataArguments, TokenizerArguments, PrepareArguments), argv, description=__doc__.split("\n")[0])
+
+
 def main(argv: Optional[list[str]] = None) -> None:
     """Run ``hwlm-prepare`` (see the module docstring); ``argv`` defaults to ``sys.argv[1:]``."""
-    data_args, tok_args, prep_args = parse_args(
-        (DataArguments, TokenizerArguments, PrepareArguments), argv, description=__doc__.split("\n")[0]
-    )
+    data_args, tok_args, prep_args = parse(argv)
     corpus = load_corpus(data_args)
     tokenizer = load_or_train_tokenizer(data_args, corpus, tok_args, show_progress=True)
     prepared = prepare_datasets(

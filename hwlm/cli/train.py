@@ -15,12 +15,17 @@ import sys
 from hwlm.training.arguments import parse_args
 
 
+def parse(argv: list[str] | None = None) -> tuple:
+    """The run settings (``--config`` preset + flags): ``(ModelArguments, DataArguments, TrainingArguments)``."""
+    return parse_args(list(sys.argv[1:] if argv is None else argv))
+
+
 def run(argv: list[str] | None = None) -> dict:
     """Parse the run settings (``--config`` preset + flags) and train; returns the results mapping."""
     from hwlm.training.loop import train
 
     argv = list(sys.argv[1:] if argv is None else argv)
-    model_args, data_args, train_args = parse_args(argv)
+    model_args, data_args, train_args = parse(argv)
     command = "hwlm-train " + " ".join(shlex.quote(a) for a in argv)
     return train(model_args, data_args, train_args, command=command)
 

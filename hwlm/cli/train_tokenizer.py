@@ -83,11 +83,16 @@ def render_readme(source: dict, settings: dict, vocab_size: int, fingerprint: st
     return "\n".join(lines)
 
 
-def main(argv: Optional[list[str]] = None) -> None:
-    """Run ``hwlm-tokenizer`` (see the module docstring); ``argv`` defaults to ``sys.argv[1:]``."""
-    data_args, tok_args, out_args = parse_args(
+def parse(argv: Optional[list[str]] = None) -> tuple:
+    """``(DataArguments, TokenizerArguments, TokenizerOutputArguments)`` from the command line."""
+    return parse_args(
         (DataArguments, TokenizerArguments, TokenizerOutputArguments), argv, description=__doc__.split("\n")[0]
     )
+
+
+def main(argv: Optional[list[str]] = None) -> None:
+    """Run ``hwlm-tokenizer`` (see the module docstring); ``argv`` defaults to ``sys.argv[1:]``."""
+    data_args, tok_args, out_args = parse(argv)
     source = describe_source(data_args)
     corpus = load_corpus(data_args)
     settings = tok_args.resolved(EMBEDDED_TOKENIZER_SETTINGS if source["kind"] == "embedded" else PRETOKENIZED_SETTINGS)
