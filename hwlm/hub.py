@@ -9,28 +9,15 @@ Uploads send the whole folder (model, tokenizer, code, card, results, curves) wi
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
 
 __all__ = ["render_model_card", "write_model_card", "push_folder", "MODEL_CARD_TEMPLATE"]
 
-MODEL_CARD_TEMPLATE = Path(__file__).resolve().parents[1] / "model_card.md"
-
-# Used only when hwlm is installed without its source tree (the template is a top-level file).
-_FALLBACK_TEMPLATE = """---
-{{ card_data }}
----
-
-# {{ model_name }}
-
-Word-level {{ architecture }} language model trained with hwlm. Results: {{ results_json }}
-
-```bash
-{{ command }}
-```
-"""
+# The top-level model_card.md, reached through the symlink hwlm/model_card.md so that it also ships as package
+# data in a (non-editable) installed hwlm.
+MODEL_CARD_TEMPLATE = Path(__file__).resolve().parent / "model_card.md"
 
 
 def render_model_card(
@@ -109,14 +96,11 @@ def render_model_card(
         dataset_name=dataset_name,
         eval_method=eval_method,
         results_table=rows,
-        results_json=json.dumps(results),
         repo_id=repo_id or "path/to/folder",
         command=command,
         settings=yaml.safe_dump(settings or {}, sort_keys=True).strip(),
     )
-    if template.is_file():
-        return ModelCard.from_template(card_data, template_path=str(template), **kwargs)
-    return ModelCard.from_template(card_data, template_str=_FALLBACK_TEMPLATE, **kwargs)
+    return ModelCard.from_template(card_data, template_path=str(template), **kwargs)
 
 
 def write_model_card(folder: str | os.PathLike, **kwargs) -> Path:
