@@ -11,7 +11,10 @@ reports medians. The full pipeline (``hwlm-prepare`` on the three WikiText-2 fil
 loading, cached map, save_to_disk) is timed too, twice: the second run must hit the datasets cache.
 
     python bench/bench_preprocess.py            # WikiText-2 train, 5 repeats
-    python bench/bench_preprocess.py --quick    # first 5,000 lines, 3 repeats, no pipeline runs
+    python bench/bench_preprocess.py --quick    # first 5,000 lines, 2 repeats, no pipeline runs
+    python bench/bench_preprocess.py --tiny     # first 300 lines, 1 repeat (the tests)
+
+Without the WikiText-2 file, --quick/--tiny use a generated corpus of random words.
 
 Prints a Markdown table and writes JSON to bench/results/bench_preprocess[_quick].json.
 """
@@ -36,7 +39,13 @@ SHARED = Path(os.environ.get("HWLM_SHARED_DATA", REPO.parent / "shared" / "data"
 
 
 def _rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+    """Peak RSS of this process image in MB. VmHWM, not ru_maxrss: Linux keeps ru_maxrss across execve, so a
+    worker started from a big parent (bench/run_all.py) would report the parent's size."""
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024  # KiB
+    except (OSError, StopIteration):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
 def classic(path: str) -> "torch.Tensor":  # noqa: F821
@@ -115,27 +124,41 @@ def run_pipeline(folder: Path, cache: Path, out: Path) -> dict:
             "new_cache_files": new_files, "cache_hit": bool(before) and new_files == 0}
 
 
-def main(argv=None) -> None:
+def main(argv=None) -> dict | None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", default=str(SHARED / "wikitext-2" / "train.txt"), help="corpus file")
-    parser.add_argument("--quick", action="store_true", help="first 5,000 lines, 3 repeats, no pipeline runs")
+    parser.add_argument("--quick", action="store_true", help="first 5,000 lines, 2 repeats, no pipeline runs")
+    parser.add_argument("--tiny", action="store_true", help="first 300 lines, 1 repeat (implies --quick)")
     parser.add_argument("--repeats", type=int, default=None)
+    parser.add_argument("--out_dir", default=None, help="where the JSON goes (default bench/results)")
     parser.add_argument("--worker", choices=["classic", "hwlm"], help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
         print(json.dumps(worker(args.worker, args.data)))
         return
+    args.quick = args.quick or args.tiny
     data = Path(args.data)
-    if not data.is_file():
+    if not data.is_file() and args.quick:
+        data = None
+    elif not data.is_file():
         raise FileNotFoundError(f"--data {str(data)!r} does not exist; point it at WikiText-2 train.txt "
                                 "(or set HWLM_SHARED_DATA).")
-    repeats = args.repeats or (3 if args.quick else 5)
+    repeats = args.repeats or (1 if args.tiny else 2 if args.quick else 5)
+    num_lines = 300 if args.tiny else 5000
     with tempfile.TemporaryDirectory() as tmp:
         path = data
         if args.quick:
             path = Path(tmp) / "quick.txt"
-            with open(data, encoding="utf-8") as f:
-                path.write_text("".join(line for _, line in zip(range(5000), f)), encoding="utf-8")
+            if data is None:  # no corpus here: random words with a Zipf-like spread
+                import random
+
+                rng = random.Random(0)
+                words = [f"w{int(rng.paretovariate(1.0))}" for _ in range(num_lines * 20)]
+                path.write_text("".join(" " + " ".join(words[i:i + 20]) + " \n" for i in range(0, len(words), 20)))
+                data = path
+            else:
+                with open(data, encoding="utf-8") as f:
+                    path.write_text("".join(line for _, line in zip(range(num_lines), f)), encoding="utf-8")
         runs = {m: [run_worker(m, str(path)) for _ in range(repeats)] for m in ("classic", "hwlm")}
         assert runs["classic"][0]["tokens"] == runs["hwlm"][0]["tokens"], "the two methods disagree on token counts"
         pipeline = None
@@ -148,7 +171,7 @@ def main(argv=None) -> None:
     ratio = med["classic"] / med["hwlm"]
     size_mb = path.stat().st_size / 1e6 if path.exists() else None
     lines = [
-        f"Corpus: {data.name}{' (first 5,000 lines)' if args.quick else ''}, {runs['hwlm'][0]['tokens']:,} tokens; "
+        f"Corpus: {data.name}{f' (first {num_lines:,} lines)' if args.quick else ''}, {runs['hwlm'][0]['tokens']:,} tokens; "
         f"median of {repeats} runs, each in a fresh process; Python {platform.python_version()}, "
         f"{os.cpu_count()} CPUs",
         "",
@@ -167,15 +190,17 @@ def main(argv=None) -> None:
             f"| second run | {pipeline['second']['seconds']:.1f} | {pipeline['second']['peak_rss_mb']:.0f} | "
             f"{pipeline['second']['cache_hit']} |",
         ]
+    header, table = lines[0], "\n".join(lines[2:])
     print("\n".join(lines))
     result = {"corpus": str(data), "quick": args.quick, "repeats": repeats, "runs": runs, "median_seconds": med,
               "speedup": ratio, "peak_rss_mb": peak, "rss_growth_mb": extra, "pipeline": pipeline,
               "python": platform.python_version(), "cpus": os.cpu_count(), "size_mb": size_mb}
-    results = REPO / "bench" / "results"
+    results = Path(args.out_dir) if args.out_dir else REPO / "bench" / "results"
     results.mkdir(parents=True, exist_ok=True)
     name = "bench_preprocess_quick.json" if args.quick else "bench_preprocess.json"
     (results / name).write_text(json.dumps(result, indent=2) + "\n")
     print(f"\nwrote {results / name}")
+    return {**result, "benchmark": "preprocess", "header": header, "table": table}
 
 
 if __name__ == "__main__":

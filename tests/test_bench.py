@@ -1,0 +1,71 @@
+"""The benchmarks run end to end at toy size: every table has its rows and every figure is finite and positive.
+
+No timing assertions: the machine is shared, the figures are noise at this size. What is checked is that
+`bench/run_all.py` (what `make bench` runs) works, writes its JSON, and that the comparisons are wired the way
+the bench docstrings say (same token counts, the evaluation parity check).
+"""
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+sys.path.insert(0, str(BENCH))
+
+
+def positive(x) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x) and x > 0
+
+
+@pytest.fixture(scope="module")
+def outputs(tmp_path_factory):
+    import run_all
+
+    out_dir = tmp_path_factory.mktemp("bench")
+    return run_all.main(["--tiny", "--out_dir", str(out_dir)]), out_dir
+
+
+def test_every_benchmark_writes_json_and_a_table(outputs):
+    results, out_dir = outputs
+    assert set(results) == {"train", "gpt2", "generate", "eval", "adaptive", "preprocess"}
+    for name, result in results.items():
+        assert result["table"].count("\n") >= 3, name  # header, rule, at least two rows
+        saved = json.loads((out_dir / f"bench_{name}_quick.json").read_text())
+        assert saved["quick"] is True
+        if name != "preprocess":  # its JSON keeps the raw runs, not the rendered table
+            assert saved["table"] == result["table"]
+    summary = (out_dir / "summary_quick.md").read_text()
+    assert all(f"## {name}" in summary for name in results)
+
+
+def test_training_rows_cover_every_family_and_vocabulary(outputs):
+    rows = outputs[0]["train"]["rows"]
+    assert {(r["family"], r["corpus"]) for r in rows} == {
+        (f, c) for f in ("lstm", "rnn", "transformer") for c in ("ptb", "wikitext-2")
+    }
+    for r in rows:
+        assert positive(r["hwlm"]["median"]) and positive(r["reference"]["median"]) and positive(r["ratio"])
+        assert r["hwlm"]["rss_growth_mb"] >= 0
+
+
+def test_pairs_report_finite_ratios(outputs):
+    results = outputs[0]
+    for key in ("train", "generate"):
+        assert positive(results["gpt2"][key]["ratio"])
+    for family in ("lstm", "transformer"):
+        assert positive(results["generate"]["results"][family]["ratio"])
+    adaptive = results["adaptive"]
+    assert positive(adaptive["throughput"]["ratio"])
+    assert all(positive(p) for p in adaptive["perplexity"].values())
+    assert positive(results["preprocess"]["speedup"])
+
+
+def test_evaluation_agrees_with_the_classic_loop_on_the_same_weights(outputs):
+    for row in outputs[0]["eval"]["rows"]:
+        ppl = row["perplexity"]
+        assert positive(row["ratio"])
+        # hwlm also scores the tail that batchify drops; at toy size that moves the figure a little
+        assert ppl["hwlm"]["perplexity"] == pytest.approx(ppl["reference"]["perplexity"], rel=0.05)
