@@ -10,7 +10,6 @@ The course exercise hwlm grew from, checked with autograd on hwlm's own models.
 
 import pytest
 import torch
-import torch.nn.functional as F
 from torch.func import functional_call
 from transformers import AutoConfig, AutoModelForCausalLM
 

@@ -1,6 +1,5 @@
 """Model card rendering and the folder upload against a Hub on loopback (no network)."""
 
-import json
 import os
 import subprocess
 import sys

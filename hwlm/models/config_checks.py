@@ -58,6 +58,19 @@ def check_token_id(name: str, value: Any, vocab_size: int) -> None:
             )
 
 
+def check_output_layer_and_token_ids(config) -> None:
+    """Checks every hwlm family shares: the adaptive softmax settings and the special token ids."""
+    check_positive_float("adaptive_softmax_div_value", config.adaptive_softmax_div_value)
+    check_cutoffs("adaptive_softmax_cutoffs", config.adaptive_softmax_cutoffs, config.vocab_size)
+    if config.adaptive_softmax_cutoffs is not None and config.tie_word_embeddings:
+        raise ValueError(
+            "`tie_word_embeddings=True` cannot be combined with `adaptive_softmax_cutoffs`: the adaptive softmax has "
+            "its own per-cluster output matrices. Set `tie_word_embeddings=False` or drop the cutoffs."
+        )
+    for name in ("pad_token_id", "bos_token_id", "eos_token_id"):
+        check_token_id(name, getattr(config, name), config.vocab_size)
+
+
 def check_cutoffs(name: str, value: Any, vocab_size: int) -> None:
     """Adaptive-softmax cutoffs: `None`, or strictly increasing ints in (0, vocab_size)."""
     if value is None:

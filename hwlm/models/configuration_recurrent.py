@@ -3,12 +3,11 @@
 from transformers import PreTrainedConfig
 
 from .config_checks import (
-    check_cutoffs,
     check_optional_positive_int,
+    check_output_layer_and_token_ids,
     check_positive_float,
     check_positive_int,
     check_probability,
-    check_token_id,
 )
 
 
@@ -96,12 +95,4 @@ class HwlmRecurrentConfig(PreTrainedConfig):
         for name in ("embedding_dropout", "input_dropout", "hidden_dropout", "output_dropout", "weight_dropout"):
             check_probability(name, getattr(self, name))
         check_positive_float("initializer_range", self.initializer_range)
-        check_positive_float("adaptive_softmax_div_value", self.adaptive_softmax_div_value)
-        check_cutoffs("adaptive_softmax_cutoffs", self.adaptive_softmax_cutoffs, self.vocab_size)
-        if self.adaptive_softmax_cutoffs is not None and self.tie_word_embeddings:
-            raise ValueError(
-                "`tie_word_embeddings=True` cannot be combined with `adaptive_softmax_cutoffs`: the adaptive "
-                "softmax has its own per-cluster output matrices. Set one of them off."
-            )
-        for name in ("pad_token_id", "bos_token_id", "eos_token_id"):
-            check_token_id(name, getattr(self, name), self.vocab_size)
+        check_output_layer_and_token_ids(self)

@@ -115,11 +115,26 @@ def lm_head_outputs(
     return nll_sum / divisor, None
 
 
-class StrictLoadingMixin:
+class HwlmCausalLMMixin:
     """
-    `from_pretrained` that refuses a folder whose weights do not cover its config. transformers only warns about
-    missing weights and initialises them at random, which would silently hand back an untrained model.
+    What every hwlm causal LM shares: the embedding accessors transformers uses for tying and resizing (the token
+    embedding is `self.model.embed_tokens`, the output layer `self.lm_head`), and a `from_pretrained` that refuses a
+    folder whose weights do not cover its config. transformers only warns about missing weights and initialises them
+    at random, which would silently hand back an untrained model.
     """
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.model.embed_tokens
+
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
+        self.model.embed_tokens = value
+
+    def get_output_embeddings(self) -> nn.Module | None:
+        # An adaptive softmax has no single output matrix to tie or resize.
+        return self.lm_head if isinstance(self.lm_head, nn.Linear) else None
+
+    def set_output_embeddings(self, value: nn.Module) -> None:
+        self.lm_head = value
 
     @classmethod
     def from_pretrained(cls, *args, **kwargs) -> PreTrainedModel:

@@ -26,7 +26,7 @@ from transformers import initialization as init
 from .configuration_lstm import HwlmLstmConfig
 from .configuration_recurrent import HwlmRecurrentConfig
 from .configuration_rnn import HwlmRnnConfig
-from .modeling_common import HwlmCausalLMOutput, StrictLoadingMixin, build_lm_head, check_token_ids, lm_head_outputs
+from .modeling_common import HwlmCausalLMOutput, HwlmCausalLMMixin, build_lm_head, check_token_ids, lm_head_outputs
 
 
 class RecurrentState:
@@ -237,7 +237,7 @@ class HwlmRecurrentModel(nn.Module):
         return x, new_state, (tuple(all_hidden) if all_hidden is not None else None)
 
 
-class HwlmRecurrentPreTrainedModel(StrictLoadingMixin, PreTrainedModel):
+class HwlmRecurrentPreTrainedModel(HwlmCausalLMMixin, PreTrainedModel):
     """Weight initialisation and generation hooks shared by the recurrent hwlm models."""
 
     config_class = HwlmRecurrentConfig
@@ -277,18 +277,6 @@ class HwlmRecurrentForCausalLM(HwlmRecurrentPreTrainedModel, GenerationMixin):
         self.model = HwlmRecurrentModel(config)
         self.lm_head = build_lm_head(config, self.model.output_size)
         self.post_init()
-
-    def get_input_embeddings(self) -> nn.Embedding:
-        return self.model.embed_tokens
-
-    def set_input_embeddings(self, value: nn.Embedding) -> None:
-        self.model.embed_tokens = value
-
-    def get_output_embeddings(self) -> nn.Module | None:
-        return self.lm_head if isinstance(self.lm_head, nn.Linear) else None
-
-    def set_output_embeddings(self, value: nn.Module) -> None:
-        self.lm_head = value
 
     def forward(
         self,

@@ -25,7 +25,7 @@ from transformers.masking_utils import create_causal_mask
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
 from .configuration_transformer import HwlmTransformerConfig
-from .modeling_common import HwlmCausalLMOutput, StrictLoadingMixin, build_lm_head, check_token_ids, lm_head_outputs
+from .modeling_common import HwlmCausalLMOutput, HwlmCausalLMMixin, build_lm_head, check_token_ids, lm_head_outputs
 
 
 def eager_attention_forward(
@@ -197,7 +197,7 @@ class HwlmTransformerModel(nn.Module):
         return x, (tuple(all_hidden) if all_hidden else None), (tuple(all_probs) if all_probs else None)
 
 
-class HwlmTransformerPreTrainedModel(StrictLoadingMixin, PreTrainedModel):
+class HwlmTransformerPreTrainedModel(HwlmCausalLMMixin, PreTrainedModel):
     config_class = HwlmTransformerConfig
     base_model_prefix = "model"
     main_input_name = "input_ids"
@@ -239,18 +239,6 @@ class HwlmTransformerForCausalLM(HwlmTransformerPreTrainedModel, GenerationMixin
         self.model = HwlmTransformerModel(config)
         self.lm_head = build_lm_head(config, config.hidden_size)
         self.post_init()
-
-    def get_input_embeddings(self) -> nn.Embedding:
-        return self.model.embed_tokens
-
-    def set_input_embeddings(self, value: nn.Embedding) -> None:
-        self.model.embed_tokens = value
-
-    def get_output_embeddings(self) -> nn.Module | None:
-        return self.lm_head if isinstance(self.lm_head, nn.Linear) else None
-
-    def set_output_embeddings(self, value: nn.Module) -> None:
-        self.lm_head = value
 
     def forward(
         self,
