@@ -112,8 +112,8 @@ def run_pipeline(folder: Path, cache: Path, out: Path) -> dict:
                HF_HUB_OFFLINE="1", HF_DATASETS_DISABLE_PROGRESS_BARS="1")
     argv = ["--train_file", str(folder / "train.txt"), "--validation_file", str(folder / "valid.txt"),
             "--test_file", str(folder / "test.txt"), "--output_dir", str(out)]
-    code = ("import json, resource, sys; from hwlm.cli.prepare import main; main(sys.argv[1:]); "
-            "print(json.dumps(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss))")
+    code = ("import json, sys; from hwlm.cli.prepare import main; main(sys.argv[1:]); "
+            "print(json.dumps(next(int(l.split()[1]) for l in open('/proc/self/status') if l.startswith('VmHWM:'))))")
     before = set(cache.rglob("cache-*.arrow"))
     start = time.perf_counter()
     done = subprocess.run([sys.executable, "-c", code, *argv], env=env, check=True, capture_output=True, text=True)

@@ -174,7 +174,7 @@ def main(argv=None) -> dict:
                             "hwlm RSS growth MB", "ref RSS growth MB"], rows)
     header = (f"Training throughput (forward+backward+clip+SGD), {s['layers']}x{s['hidden']}, bptt {s['bptt']}, "
               f"batch {s['batch']}; median of {rounds} interleaved rounds of {steps} steps; "
-              f"{torch.get_num_threads()} thread(s); data: {results[0]['source'] if results else '-'}")
+              f"{torch.get_num_threads()} thread(s); data: {', '.join(sorted({r['source'] for r in results})) or '-'}")
     print(header + "\n\n" + table)
     out = {"benchmark": "train", "header": header, "table": table, "rows": results}
     path = write_result("bench_train", out, args.quick, args.out_dir)
