@@ -430,6 +430,7 @@ def train(model_args, data_args, args, command: str | None = None) -> dict[str, 
                             )
                             n = int((mb["labels"][:, 1:] != -100).sum())
                         loss = outputs.loss
+                        del outputs  # the logits (tokens x vocabulary) need not stay alive through backward
                         finite = finite and bool(torch.isfinite(loss.detach()))
                         accelerator.backward(loss / len(group))
                     loss_sum += float(loss.detach()) * n
