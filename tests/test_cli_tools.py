@@ -4,10 +4,10 @@ import json
 import os
 import signal
 import sys
-import threading
 from pathlib import Path
 
 import pytest
+from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from _toy import lstm_flags, prepare_toy
 
@@ -71,12 +71,19 @@ def test_sigint_saves_a_checkpoint_and_exits_cleanly(trained, tmp_path):
 
     prepared, _, _ = trained
     out = tmp_path / "sig"
-    timer = threading.Timer(1.5, lambda: os.kill(os.getpid(), signal.SIGINT))
-    timer.start()
+    steps = []
+
+    def interrupt_after_two_steps(optimizer, args, kwargs):
+        # Ctrl-C in the middle of training: sent from inside the loop, so it never races the start-up on a slow machine.
+        steps.append(optimizer)
+        if len(steps) == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    hook = register_optimizer_step_post_hook(interrupt_after_two_steps)
     try:
         res = run(lstm_flags(prepared, out, "--num_train_epochs", "500", "--checkpointing_steps", "no"))
     finally:
-        timer.cancel()
+        hook.remove()
     assert res["interrupted"] and res["step"] > 0
     manifest = validate_checkpoint(res["checkpoint"])
     assert manifest["step"] == res["step"]
