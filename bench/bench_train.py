@@ -71,7 +71,7 @@ def hwlm_trainer(model, tokens: torch.Tensor, s: dict, steps: int, lr: float = L
     """A callable running ``steps`` hwlm training steps on the next windows of an endless stream; returns tokens."""
     loader = StreamLoader(tokens, batch_size=s["batch"], bptt=s["bptt"])
     optimizer = torch.optim.SGD(model.parameters(), lr=lr)
-    carries = bool(getattr(model, "supports_state_carrying", False))
+    carries = bool(getattr(model, "_is_stateful", False))
     state = {"windows": iter(()), "cache": None}
     model.train()
 

@@ -106,6 +106,7 @@ def _recurrent_gradients(model, embeds: torch.Tensor, targets: torch.LongTensor)
     batch, time, _ = embeds.shape
     embeds = embeds.detach().requires_grad_()
     layers = list(model.model.layers)
+    projection = model.model.projection
     state, steps = None, []
     for t in range(time):
         out = model(inputs_embeds=embeds[:, t : t + 1], cache=state, use_cache=True, output_hidden_states=True)
@@ -126,7 +127,11 @@ def _recurrent_gradients(model, embeds: torch.Tensor, targets: torch.LongTensor)
             for i, layer in enumerate(layers):
                 name = f"layer{i + 1}"
                 # dL/dh_t: upward path (this step's layer output) + recurrent path (the state handed to step t+1).
-                d_h = grad(hidden[i + 1])[:, 0] + grad(after[i][0])  # (B, H)
+                d_up = grad(hidden[i + 1])[:, 0]
+                if i == len(layers) - 1 and projection is not None:
+                    # The last hidden state is what the output layer reads: the projection of h_t (eval mode).
+                    d_up = d_up @ projection.weight  # (B, E) → (B, H)
+                d_h = d_up + grad(after[i][0])  # (B, H)
                 series.setdefault(f"{name}.h", []).append(d_h)
                 h_prev = before[i][0] if before is not None else torch.zeros_like(after[i][0])
                 gates = _gates(layer, hidden[i][:, 0], h_prev)
@@ -146,7 +151,7 @@ def _recurrent_gradients(model, embeds: torch.Tensor, targets: torch.LongTensor)
             diagnostics[f"layer{i + 1}.weight_hh_spectral_norm"] = float(torch.linalg.matrix_norm(layer.weight_hh_l0, ord=2))
             diagnostics[f"layer{i + 1}.weight_hh_spectral_radius"] = float(torch.linalg.eigvals(layer.weight_hh_l0).abs().max())
             if layer.mode == "RNN_TANH":
-                outs = torch.cat([hidden[i + 1].detach() for _, hidden, _ in steps], dim=1)  # (B, T, H)
+                outs = torch.stack([after[i][0].detach() for _, _, after in steps], dim=1)  # (B, T, H): h_t
                 diagnostics[f"layer{i + 1}.mean_tanh_derivative"] = float((1 - outs**2).mean())
     return loss, vectors, diagnostics
 
@@ -190,7 +195,7 @@ def position_gradients(model, input_ids: torch.LongTensor, targets: torch.LongTe
     with torch.enable_grad():
         embeds = work.get_input_embeddings()(input_ids.to(work.device))  # (B, T, E)
         targets = targets.to(work.device)
-        if getattr(work, "supports_state_carrying", False):
+        if getattr(work, "_is_stateful", False):
             return _recurrent_gradients(work, embeds, targets)
         return _one_pass_gradients(work, embeds, targets)
 

@@ -8,7 +8,7 @@ batches of unequal size.
 
 Which method is used depends on what the model can do, not on its type:
 
-* Models with ``supports_state_carrying = True`` (recurrent models) read the split as a stream with
+* Models with ``_is_stateful = True`` (transformers' flag; the recurrent models) read the split as a stream with
   the state carried across windows, so every token is conditioned on the whole history before it.
   For speed the split is cut into ``batch_size`` contiguous streams read in parallel (per process),
   which restarts the state ``batch_size * num_processes - 1`` extra times; with ``batch_size=1`` on
@@ -35,7 +35,7 @@ __all__ = ["supports_state_carrying", "evaluate_perplexity", "stream_loss_sum", 
 
 def supports_state_carrying(model) -> bool:
     """True when the model returns a state that can be fed back to continue a stream (a capability flag)."""
-    return bool(getattr(model, "supports_state_carrying", False))
+    return bool(getattr(model, "_is_stateful", False))
 
 
 def _summed_loss(model, input_ids, shift_labels, cache=None, use_cache=False):

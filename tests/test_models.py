@@ -188,7 +188,7 @@ def naive_greedy(model, ids, attention_mask, new_tokens):
     mask = attention_mask.clone()
     for _ in range(new_tokens):
         kwargs = {}
-        if not model.supports_state_carrying:
+        if not model._is_stateful:
             kwargs["position_ids"] = (mask.cumsum(-1) - 1).clamp(min=0)
         logits = model(input_ids=ids, attention_mask=mask, use_cache=False, **kwargs).logits[:, -1]
         ids = torch.cat([ids, logits.argmax(-1, keepdim=True)], dim=1)
@@ -279,7 +279,7 @@ def test_weight_dropout_matches_a_naive_lstm_with_the_dropped_matrix():
     layer = model.model.layers[0]
     ids = random_ids(batch=2, time=5)
     torch.manual_seed(123)
-    features, _, _ = model.model(ids, None, None, None)
+    features = model.model(input_ids=ids).last_hidden_state
     torch.manual_seed(123)
     w_hh = F.dropout(layer.weight_hh_l0, p=0.5, training=True)  # the same draw as inside the model
     assert (w_hh == 0).any()

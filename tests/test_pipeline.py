@@ -26,8 +26,8 @@ def test_text_generation_pipeline_returns_correctly_spaced_text(model_type, tmp_
     tokenizer.save_pretrained(tmp_path)
 
     generator = pipeline("text-generation", model=str(tmp_path))
-    full = generator("the cat", max_new_tokens=6, do_sample=False)[0]["generated_text"]
-    new = generator("the cat", max_new_tokens=6, do_sample=False, return_full_text=False)[0]["generated_text"]
+    full = generator("the cat", max_new_tokens=6, min_new_tokens=6, do_sample=False)[0]["generated_text"]
+    new = generator("the cat", max_new_tokens=6, min_new_tokens=6, do_sample=False, return_full_text=False)[0]["generated_text"]
     assert full == "the cat" + new
     assert full.startswith("the cat ") and "  " not in full
     words = full.split()

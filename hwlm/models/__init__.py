@@ -6,14 +6,52 @@ from .configuration_recurrent import HwlmRecurrentConfig
 from .configuration_rnn import HwlmRnnConfig
 from .configuration_transformer import HwlmTransformerConfig
 from .modeling_common import HwlmCausalLMOutput
-from .modeling_recurrent import HwlmLstmForCausalLM, HwlmRecurrentForCausalLM, HwlmRnnForCausalLM, RecurrentState
-from .modeling_transformer import HwlmTransformerForCausalLM
+from .modeling_recurrent import (
+    HwlmLstmForCausalLM,
+    HwlmLstmForSequenceClassification,
+    HwlmLstmModel,
+    HwlmRecurrentForCausalLM,
+    HwlmRecurrentForSequenceClassification,
+    HwlmRecurrentModel,
+    HwlmRecurrentPreTrainedModel,
+    HwlmRnnForCausalLM,
+    HwlmRnnForSequenceClassification,
+    HwlmRnnModel,
+    RecurrentState,
+)
+from .modeling_transformer import (
+    HwlmTransformerForCausalLM,
+    HwlmTransformerForSequenceClassification,
+    HwlmTransformerModel,
+    HwlmTransformerPreTrainedModel,
+)
 
-#: (config class, causal LM class) for every model type hwlm registers.
+#: model type → (config class, {transformers Auto class name: model class}) for every model hwlm registers.
 MODEL_CLASSES = {
-    "hwlm_rnn": (HwlmRnnConfig, HwlmRnnForCausalLM),
-    "hwlm_lstm": (HwlmLstmConfig, HwlmLstmForCausalLM),
-    "hwlm_transformer": (HwlmTransformerConfig, HwlmTransformerForCausalLM),
+    "hwlm_rnn": (
+        HwlmRnnConfig,
+        {
+            "AutoModel": HwlmRnnModel,
+            "AutoModelForCausalLM": HwlmRnnForCausalLM,
+            "AutoModelForSequenceClassification": HwlmRnnForSequenceClassification,
+        },
+    ),
+    "hwlm_lstm": (
+        HwlmLstmConfig,
+        {
+            "AutoModel": HwlmLstmModel,
+            "AutoModelForCausalLM": HwlmLstmForCausalLM,
+            "AutoModelForSequenceClassification": HwlmLstmForSequenceClassification,
+        },
+    ),
+    "hwlm_transformer": (
+        HwlmTransformerConfig,
+        {
+            "AutoModel": HwlmTransformerModel,
+            "AutoModelForCausalLM": HwlmTransformerForCausalLM,
+            "AutoModelForSequenceClassification": HwlmTransformerForSequenceClassification,
+        },
+    ),
 }
 
 __all__ = [
@@ -21,11 +59,21 @@ __all__ = [
     "HwlmCausalLMOutput",
     "HwlmLstmConfig",
     "HwlmLstmForCausalLM",
+    "HwlmLstmForSequenceClassification",
+    "HwlmLstmModel",
     "HwlmRecurrentConfig",
     "HwlmRecurrentForCausalLM",
+    "HwlmRecurrentForSequenceClassification",
+    "HwlmRecurrentModel",
+    "HwlmRecurrentPreTrainedModel",
     "HwlmRnnConfig",
     "HwlmRnnForCausalLM",
+    "HwlmRnnForSequenceClassification",
+    "HwlmRnnModel",
     "HwlmTransformerConfig",
     "HwlmTransformerForCausalLM",
+    "HwlmTransformerForSequenceClassification",
+    "HwlmTransformerModel",
+    "HwlmTransformerPreTrainedModel",
     "RecurrentState",
 ]

@@ -1,6 +1,7 @@
-"""Pieces shared by every hwlm model family: the output container, the output layer, input checks and strict loading.
+"""Pieces shared by every hwlm model family: the output container, the output layer, the heads on top of a body,
+input checks and strict loading.
 
-Shape legend: B batch, T time, D width of the features fed to the output layer, V vocabulary size.
+Shape legend: B batch, T time, D width of the features fed to the output layer, V vocabulary size, N labels.
 This file travels with saved models, so it imports only torch and transformers.
 """
 
@@ -10,11 +11,32 @@ from typing import Any
 import torch
 from torch import nn
 from transformers import PreTrainedModel
-from transformers.utils import ModelOutput
+from transformers.modeling_outputs import CausalLMOutputWithPast, SequenceClassifierOutputWithPast
+from transformers.utils.generic import TransformersKwargs
+
+#: Keyword arguments a forward accepts besides its named ones: transformers' own (`TransformersKwargs`: the loss's
+#: `num_items_in_batch`, `output_attentions`, attention-kernel arguments, ...) and the loss's `shift_labels`. They stay
+#: out of the signature as in transformers' models, so `Trainer` does not take `shift_labels` for a label column.
+MODEL_KWARGS = frozenset(TransformersKwargs.__annotations__) | {"shift_labels"}
+
+
+def check_model_kwargs(model: nn.Module, kwargs: dict) -> None:
+    """Refuse keyword arguments no hwlm forward reads, as Python does for a misspelt keyword (never ignore them)."""
+    unknown = sorted(set(kwargs) - MODEL_KWARGS)
+    if unknown:
+        raise TypeError(
+            f"{type(model).__name__}.forward() got unexpected keyword argument(s) {', '.join(map(repr, unknown))}. "
+            f"Named arguments are in its signature; extra ones may be: {', '.join(sorted(MODEL_KWARGS))}."
+        )
+
+
+def is_tracing() -> bool:
+    """True under `torch.compile`, `torch.export` or TorchScript tracing, where data-dependent checks cannot run."""
+    return torch.compiler.is_compiling() or torch.compiler.is_exporting() or torch.jit.is_tracing()
 
 
 @dataclass
-class HwlmCausalLMOutput(ModelOutput):
+class HwlmCausalLMOutput(CausalLMOutputWithPast):
     """
     Output of every hwlm causal language model.
 
@@ -29,22 +51,24 @@ class HwlmCausalLMOutput(ModelOutput):
             The state to feed back with the next tokens: a `RecurrentState` for recurrent models (truncated BPTT,
             generation), a transformers `Cache` of keys and values for the Transformer.
         hidden_states (`tuple[torch.FloatTensor]`, *optional*):
-            With `output_hidden_states=True`: the embedding output, then the output of every layer, each (B, T, *).
+            With `output_hidden_states=True`: the embedding output, then the output of every layer, each (B, T, *);
+            the last entry is what the output layer reads (`lm_head(hidden_states[-1])` gives the logits, in eval
+            mode), as in transformers' models.
         attentions (`tuple[torch.FloatTensor]`, *optional*):
-            With `output_attentions=True` (Transformer, eager attention): attention probabilities per layer,
-            each (B, nh, T, T_total).
+            With `output_attentions=True` (Transformer): attention probabilities per layer, each (B, nh, T, T_total).
     """
 
-    loss: torch.FloatTensor | None = None
-    logits: torch.FloatTensor | None = None
     cache: Any = None
-    hidden_states: tuple[torch.FloatTensor, ...] | None = None
-    attentions: tuple[torch.FloatTensor, ...] | None = None
 
 
 def check_token_ids(input_ids: torch.LongTensor, vocab_size: int) -> None:
-    """Raise a `ValueError` naming the offending id when `input_ids` (B, T) holds ids outside [0, vocab_size)."""
-    if not input_ids.numel():
+    """
+    Raise a `ValueError` naming the offending id when `input_ids` (B, T) holds ids outside [0, vocab_size).
+
+    Skipped under `torch.compile` / `torch.export`: reading the ids' range is a data-dependent branch that a traced
+    graph cannot hold (the embedding lookup still fails on a bad id there, with a less helpful message).
+    """
+    if not input_ids.numel() or is_tracing():
         return
     low, high = int(input_ids.min()), int(input_ids.max())
     if low < 0 or high >= vocab_size:
@@ -71,14 +95,16 @@ def lm_head_outputs(
     model,
     features: torch.Tensor,
     labels: torch.LongTensor | None,
-    shift_labels: torch.LongTensor | None,
-    num_items_in_batch: int | torch.Tensor | None,
+    shift_labels: torch.LongTensor | None = None,
+    num_items_in_batch: int | torch.Tensor | None = None,
+    **_,
 ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     """
     Apply `model.lm_head` to `features` (B, T, D) and compute the next-token loss.
 
     `labels` (B, T) are shifted inside (label at t+1 is the target of position t), `shift_labels` (B, T) are
-    already aligned with the positions; -100 is ignored in both. Returns `(loss, logits)`.
+    already aligned with the positions; -100 is ignored in both. Other keyword arguments of the forward (e.g.
+    `output_attentions`) are accepted and ignored, so a forward can pass its `**kwargs` on. Returns `(loss, logits)`.
     """
     head = model.lm_head
     if shift_labels is not None:
@@ -115,32 +141,21 @@ def lm_head_outputs(
     return nll_sum / divisor, None
 
 
-class HwlmCausalLMMixin:
+class HwlmStrictLoadingMixin:
     """
-    What every hwlm causal LM shares: the embedding accessors transformers uses for tying and resizing (the token
-    embedding is `self.model.embed_tokens`, the output layer `self.lm_head`), and a `from_pretrained` that refuses a
-    folder whose weights do not cover its config. transformers only warns about missing weights and initialises them
-    at random, which would silently hand back an untrained model.
+    A `from_pretrained` that refuses a folder whose weights do not cover its config. transformers only warns about
+    missing weights and initialises them at random, which would silently hand back an untrained model. A task head
+    that is new by design (a classifier loaded from a language-model folder) names its weight prefixes in
+    `_new_head_prefixes`; those may be missing.
     """
 
-    def get_input_embeddings(self) -> nn.Embedding:
-        return self.model.embed_tokens
-
-    def set_input_embeddings(self, value: nn.Embedding) -> None:
-        self.model.embed_tokens = value
-
-    def get_output_embeddings(self) -> nn.Module | None:
-        # An adaptive softmax has no single output matrix to tie or resize.
-        return self.lm_head if isinstance(self.lm_head, nn.Linear) else None
-
-    def set_output_embeddings(self, value: nn.Module) -> None:
-        self.lm_head = value
+    _new_head_prefixes: tuple[str, ...] = ()
 
     @classmethod
     def from_pretrained(cls, *args, **kwargs) -> PreTrainedModel:
         want_info = kwargs.pop("output_loading_info", False)
         model, info = super().from_pretrained(*args, output_loading_info=True, **kwargs)
-        missing = sorted(info.get("missing_keys", []))
+        missing = sorted(k for k in info.get("missing_keys", []) if not k.startswith(cls._new_head_prefixes))
         if missing:
             shown = ", ".join(missing[:6]) + (f" (+{len(missing) - 6} more)" if len(missing) > 6 else "")
             raise ValueError(
@@ -150,3 +165,45 @@ class HwlmCausalLMMixin:
                 "the config.json that was saved with these weights."
             )
         return (model, info) if want_info else model
+
+
+class HwlmCausalLMMixin(HwlmStrictLoadingMixin):
+    """
+    What every hwlm causal LM shares besides strict loading: the output-layer accessors transformers uses for tying
+    and resizing (the token embedding is `self.model.embed_tokens`, the output layer `self.lm_head`).
+    """
+
+    def get_output_embeddings(self) -> nn.Module | None:
+        # An adaptive softmax has no single output matrix to tie or resize.
+        return self.lm_head if isinstance(self.lm_head, nn.Linear) else None
+
+    def set_output_embeddings(self, value: nn.Module) -> None:
+        self.lm_head = value
+
+
+def last_token_index(attention_mask: torch.Tensor | None, length: int, batch_size: int) -> torch.LongTensor:
+    """
+    Index (B,) of the last real token of each of `batch_size` rows of `length` positions, with left or right padding
+    marked 0 in `attention_mask` (B, >= length); the last position when there is no mask. As GPT-2's classifier, which
+    reads the rightmost non-padding token.
+    """
+    if attention_mask is None:
+        return torch.full((batch_size,), length - 1, dtype=torch.long)
+    mask = attention_mask[:, -length:]  # (B, T)
+    positions = torch.arange(length, device=mask.device)  # (T,)
+    return (positions * mask.to(positions.dtype)).argmax(-1)  # (B,)
+
+
+def classification_outputs(model, pooled: torch.Tensor, labels: torch.Tensor | None, body_outputs):
+    """Score the pooled features (B, D') with `model.score` and compute transformers' classification loss."""
+    logits = model.score(model.classifier_dropout(pooled))  # (B, N)
+    loss = None
+    if labels is not None:
+        loss = model.loss_function(labels=labels.to(logits.device), pooled_logits=logits, config=model.config)
+    return SequenceClassifierOutputWithPast(
+        loss=loss,
+        logits=logits,
+        cache=body_outputs.cache,
+        hidden_states=body_outputs.hidden_states,
+        attentions=getattr(body_outputs, "attentions", None),
+    )

@@ -11,6 +11,11 @@ or to the weights passed into them, never by a Python loop over time steps.
 The recurrent state is the `cache`: it goes in, the final state comes out, so a training loop carries it across
 consecutive windows (truncated BPTT, calling `state.detach()`) and `generate()` feeds only the newest token.
 
+The classes follow transformers' layout: `HwlmRecurrentPreTrainedModel` (weights, capabilities) →
+`HwlmRecurrentModel` (the body, `AutoModel`: embedding and layers → `last_hidden_state`) → `...ForCausalLM` (body +
+output layer) and `...ForSequenceClassification` (body + ULMFiT concat pooling + a linear classifier), each bound to
+the RNN/GRU or the LSTM config by the thin classes at the end of the file.
+
 Shape legend: B batch, T time, E embedding size, H hidden size, V vocabulary size, L layers.
 This file travels with saved models (`trust_remote_code`), so it imports only torch, transformers and siblings.
 """
@@ -20,13 +25,29 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+from torch.utils import _pytree as pytree
 from transformers import GenerationMixin, PreTrainedModel
 from transformers import initialization as init
+from transformers.modeling_outputs import BaseModelOutputWithPast
+from transformers.modeling_utils import slice_logits_to_keep
+from transformers.utils import can_return_tuple
+from transformers.utils.deprecation import deprecate_kwarg
 
 from .configuration_lstm import HwlmLstmConfig
 from .configuration_recurrent import HwlmRecurrentConfig
 from .configuration_rnn import HwlmRnnConfig
-from .modeling_common import HwlmCausalLMOutput, HwlmCausalLMMixin, build_lm_head, check_token_ids, lm_head_outputs
+from .modeling_common import (
+    HwlmCausalLMMixin,
+    HwlmCausalLMOutput,
+    HwlmStrictLoadingMixin,
+    build_lm_head,
+    check_model_kwargs,
+    check_token_ids,
+    classification_outputs,
+    is_tracing,
+    last_token_index,
+    lm_head_outputs,
+)
 
 
 class RecurrentState:
@@ -88,6 +109,20 @@ class RecurrentState:
         self.layers = [tuple(t.index_select(0, beam_idx.to(t.device)) for t in layer) for layer in self.layers]
 
 
+def _flatten_state(state: RecurrentState):
+    return [t for layer in state.layers for t in layer], (len(state.layers), state.seen_tokens)
+
+
+def _unflatten_state(leaves, context) -> RecurrentState:
+    num_layers, seen_tokens = context
+    per_layer = len(leaves) // num_layers
+    return RecurrentState([tuple(leaves[i * per_layer : (i + 1) * per_layer]) for i in range(num_layers)], seen_tokens)
+
+
+# A pytree node, so `torch.export` and `torch.compile` can take and return a state (its tensors are the leaves).
+pytree.register_pytree_node(RecurrentState, _flatten_state, _unflatten_state, serialized_type_name=f"{__name__}.RecurrentState")
+
+
 def locked_dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
     """Variational dropout (Gal & Ghahramani 2016): one mask per sequence, shared by all time steps. x: (B, T, C)."""
     if not training or p == 0.0:
@@ -113,7 +148,7 @@ def _padding_layout(mask: torch.Tensor) -> tuple[torch.LongTensor, torch.LongTen
     starts = torch.where(lengths > 0, mask.int().argmax(dim=1), torch.zeros_like(lengths))  # (B,)
     positions = torch.arange(time, device=mask.device).unsqueeze(0)  # (1, T)
     contiguous = (positions >= starts[:, None]) & (positions < (starts + lengths)[:, None])  # (B, T)
-    if not torch.equal(contiguous, mask):
+    if not is_tracing() and not torch.equal(contiguous, mask):
         raise ValueError(
             "attention_mask must mark one contiguous run of real tokens per row (left or right padding); "
             "got a mask with gaps. Recurrent models cannot skip tokens in the middle of a sequence: "
@@ -122,132 +157,18 @@ def _padding_layout(mask: torch.Tensor) -> tuple[torch.LongTensor, torch.LongTen
     return starts, lengths
 
 
-class HwlmRecurrentModel(nn.Module):
-    """Embedding and stacked recurrent layers: (B, T) token ids → (B, T, D) features for the output layer."""
 
-    def __init__(self, config: HwlmRecurrentConfig):
-        super().__init__()
-        self.config = config
-        cell_type = config.cell_type
-        self.state_tensors = 2 if cell_type == "lstm" else 1
-        self.embed_tokens = nn.Embedding(config.vocab_size, config.embedding_size)
-        module = {"tanh": nn.RNN, "relu": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}[cell_type]
-        extra = {"nonlinearity": cell_type} if module is nn.RNN else {}
-        # One module per layer (not one multi-layer module) so that variational dropout can act between layers.
-        self.layers = nn.ModuleList(
-            module(
-                input_size=config.embedding_size if i == 0 else config.hidden_size,
-                hidden_size=config.hidden_size,
-                batch_first=True,
-                **extra,
-            )
-            for i in range(config.num_hidden_layers)
-        )
-        # Tying needs the output layer's input width to equal the embedding width.
-        needs_projection = config.tie_word_embeddings and config.embedding_size != config.hidden_size
-        self.projection = nn.Linear(config.hidden_size, config.embedding_size, bias=False) if needs_projection else None
-        self.output_size = config.embedding_size if needs_projection else config.hidden_size
-
-    def _check_state(self, state: RecurrentState, batch_size: int) -> None:
-        expected = (batch_size, self.config.hidden_size)
-        if not isinstance(state, RecurrentState) or len(state) != len(self.layers) or any(
-            len(layer) != self.state_tensors or any(tuple(t.shape) != expected for t in layer) for layer in state
-        ):
-            got = (
-                [tuple(tuple(t.shape) for t in layer) for layer in state]
-                if isinstance(state, RecurrentState)
-                else type(state).__name__
-            )
-            raise ValueError(
-                f"`cache` does not fit this model: expected a RecurrentState with {len(self.layers)} layers of "
-                f"{self.state_tensors} tensor(s) of shape {expected} (batch_size, hidden_size), got {got}. Pass the "
-                "`cache` returned by the previous call on a batch of the same size, or `cache=None` to start from zeros."
-            )
-
-    def _run_layer(self, layer: nn.RNNBase, x, hx):
-        """One fused recurrent call; with weight dropout the dropped `weight_hh` replaces the parameter for it."""
-        p = self.config.weight_dropout
-        if self.training and p > 0.0:
-            dropped = {"weight_hh_l0": nn.functional.dropout(layer.weight_hh_l0, p=p, training=True)}
-            return torch.func.functional_call(layer, dropped, (x, hx))
-        return layer(x, hx)
-
-    def forward(
-        self,
-        input_ids: torch.LongTensor | None,
-        inputs_embeds: torch.Tensor | None,
-        attention_mask: torch.Tensor | None,
-        state: RecurrentState | None,
-        output_hidden_states: bool = False,
-    ) -> tuple[torch.Tensor, RecurrentState, tuple[torch.Tensor, ...] | None]:
-        config = self.config
-        if inputs_embeds is None:
-            x = self.embed_tokens(input_ids)  # (B, T, E)
-            if self.training and config.embedding_dropout > 0.0:
-                x = word_dropout(x, input_ids, config.vocab_size, config.embedding_dropout)
-        else:
-            x = inputs_embeds
-        batch, time, _ = x.shape
-        if state is None:
-            state = RecurrentState.zeros(len(self.layers), self.state_tensors, batch, config.hidden_size, like=x)
-        else:
-            self._check_state(state, batch)
-        all_hidden = [x] if output_hidden_states else None
-        x = locked_dropout(x, config.input_dropout, self.training)
-
-        # Padding: move each row's real tokens to the front and run them as packed sequences, so the final state
-        # is the state after each row's last real token and pads never touch the state (fused kernels throughout).
-        packed = None
-        if attention_mask is not None:
-            mask = attention_mask[:, -time:]  # generate() passes the mask of the whole sequence so far
-            if not bool(mask.all()):
-                starts, lengths = _padding_layout(mask)
-                steps = torch.arange(time, device=x.device).unsqueeze(0)  # (1, T)
-                gather_idx = (steps + starts[:, None]).clamp(max=time - 1)  # (B, T) aligned → original
-                scatter_idx = (steps - starts[:, None]).clamp(min=0)  # (B, T) original → aligned
-                packed = (gather_idx, scatter_idx, lengths)
-
-        new_layers = []
-        for i, layer in enumerate(self.layers):
-            hx = tuple(t.unsqueeze(0).contiguous() for t in state[i])  # each (1, B, H)
-            hx = hx if self.state_tensors == 2 else hx[0]
-            if packed is None:
-                out, hn = self._run_layer(layer, x, hx)  # out: (B, T, H)
-            else:
-                gather_idx, scatter_idx, lengths = packed
-                aligned = x.gather(1, gather_idx.unsqueeze(-1).expand(-1, -1, x.size(-1)))  # (B, T, C)
-                seq = pack_padded_sequence(aligned, lengths.clamp(min=1).cpu(), batch_first=True, enforce_sorted=False)
-                out, hn = self._run_layer(layer, seq, hx)
-                out, _ = pad_packed_sequence(out, batch_first=True, total_length=time)  # (B, T, H), aligned
-                out = out.gather(1, scatter_idx.unsqueeze(-1).expand(-1, -1, out.size(-1)))  # back to original
-            hn = hn if isinstance(hn, tuple) else (hn,)
-            layer_state = tuple(t.squeeze(0) for t in hn)  # each (B, H)
-            if packed is not None:  # rows with no real token keep their incoming state
-                empty = (packed[2] == 0).unsqueeze(-1)  # (B, 1)
-                layer_state = tuple(torch.where(empty, old, new) for old, new in zip(state[i], layer_state))
-            new_layers.append(layer_state)
-            if all_hidden is not None:
-                all_hidden.append(out)
-            last = i == len(self.layers) - 1
-            x = locked_dropout(out, config.output_dropout if last else config.hidden_dropout, self.training)
-
-        if self.projection is not None:
-            x = self.projection(x)  # (B, T, E)
-        new_state = RecurrentState(new_layers, state.seen_tokens + time)
-        return x, new_state, (tuple(all_hidden) if all_hidden is not None else None)
-
-
-class HwlmRecurrentPreTrainedModel(HwlmCausalLMMixin, PreTrainedModel):
-    """Weight initialisation and generation hooks shared by the recurrent hwlm models."""
+class HwlmRecurrentPreTrainedModel(HwlmStrictLoadingMixin, PreTrainedModel):
+    """Weight initialisation and the capabilities every recurrent hwlm model declares to transformers."""
 
     config_class = HwlmRecurrentConfig
     base_model_prefix = "model"
     main_input_name = "input_ids"
-    supports_gradient_checkpointing = False
-    _tied_weights_keys = {"lm_head.weight": "model.embed_tokens.weight"}
-    #: Capability flag read by training and evaluation code instead of the model type: the model returns a state
-    #: that can be fed back with the following tokens (streams, truncated BPTT).
-    supports_state_carrying = True
+    supports_gradient_checkpointing = True
+    # transformers' flag for models whose cache is a running state (Mamba, RWKV): it refuses what needs to rewind
+    # the cache, e.g. assisted decoding. hwlm's training and evaluation read it too: such a model carries its state
+    # across the windows of a stream.
+    _is_stateful = True
 
     @classmethod
     def _supports_default_dynamic_cache(cls) -> bool:
@@ -269,15 +190,189 @@ class HwlmRecurrentPreTrainedModel(HwlmCausalLMMixin, PreTrainedModel):
                     init.zeros_(param)
 
 
-class HwlmRecurrentForCausalLM(HwlmRecurrentPreTrainedModel, GenerationMixin):
-    """A recurrent causal LM; the concrete classes below bind it to a config and a cell type."""
+class HwlmRecurrentModel(HwlmRecurrentPreTrainedModel):
+    """
+    The body: embedding and stacked recurrent layers, (B, T) token ids → (B, T, D) `last_hidden_state`, the features
+    the output layer reads (D = E when a tied model projects H → E, else H).
+    """
 
     def __init__(self, config: HwlmRecurrentConfig):
         super().__init__(config)
-        self.model = HwlmRecurrentModel(config)
+        cell_type = config.cell_type
+        self.state_tensors = 2 if cell_type == "lstm" else 1
+        self.embed_tokens = nn.Embedding(config.vocab_size, config.embedding_size)
+        module = {"tanh": nn.RNN, "relu": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}[cell_type]
+        extra = {"nonlinearity": cell_type} if module is nn.RNN else {}
+        # One module per layer (not one multi-layer module) so that variational dropout can act between layers.
+        self.layers = nn.ModuleList(
+            module(
+                input_size=config.embedding_size if i == 0 else config.hidden_size,
+                hidden_size=config.hidden_size,
+                batch_first=True,
+                **extra,
+            )
+            for i in range(config.num_hidden_layers)
+        )
+        # Tying needs the output layer's input width to equal the embedding width.
+        needs_projection = config.tie_word_embeddings and config.embedding_size != config.hidden_size
+        self.projection = nn.Linear(config.hidden_size, config.embedding_size, bias=False) if needs_projection else None
+        self.output_size = config.embedding_size if needs_projection else config.hidden_size
+        self.gradient_checkpointing = False
+        self.post_init()
+
+    def _check_state(self, state: RecurrentState, batch_size: int) -> None:
+        expected = (batch_size, self.config.hidden_size)
+        if not isinstance(state, RecurrentState) or len(state) != len(self.layers) or any(
+            len(layer) != self.state_tensors or any(tuple(t.shape) != expected for t in layer) for layer in state
+        ):
+            got = (
+                [tuple(tuple(t.shape) for t in layer) for layer in state]
+                if isinstance(state, RecurrentState)
+                else type(state).__name__
+            )
+            raise ValueError(
+                f"`cache` does not fit this model: expected a RecurrentState with {len(self.layers)} layers of "
+                f"{self.state_tensors} tensor(s) of shape {expected} (batch_size, hidden_size), got {got}. Pass the "
+                "`cache` returned by the previous call on a batch of the same size, or `cache=None` to start from zeros."
+            )
+
+    def _embed(self, input_ids: torch.LongTensor | None, inputs_embeds: torch.Tensor | None) -> torch.Tensor:
+        if inputs_embeds is not None:
+            return inputs_embeds
+        x = self.embed_tokens(input_ids)  # (B, T, E)
+        if self.training and self.config.embedding_dropout > 0.0:
+            x = word_dropout(x, input_ids, self.config.vocab_size, self.config.embedding_dropout)
+        return x
+
+    def _run_layer(self, i: int, x: torch.Tensor, hx: tuple[torch.Tensor, ...], packing) -> tuple[torch.Tensor, ...]:
+        """
+        Layer `i` over the whole window in one fused call: x (B, T, C), hx per state tensor (B, H) →
+        (out (B, T, H), *final state tensors (B, H)). With weight dropout the dropped `weight_hh` replaces the
+        parameter for this call; under activation checkpointing the recomputation restores the RNG state, so it
+        draws the same mask.
+        """
+        layer = self.layers[i]
+        hx = tuple(t.unsqueeze(0).contiguous() for t in hx)  # each (1, B, H)
+        hx = hx if self.state_tensors == 2 else hx[0]
+        p = self.config.weight_dropout
+        if self.training and p > 0.0:
+            dropped = {"weight_hh_l0": nn.functional.dropout(layer.weight_hh_l0, p=p, training=True)}
+
+            def run(inputs, state):
+                return torch.func.functional_call(layer, dropped, (inputs, state))
+        else:
+            run = layer
+        if packing is None:
+            out, hn = run(x, hx)  # out: (B, T, H)
+        else:
+            # Each row's real tokens moved to the front and run as a packed sequence: pads never touch the state.
+            gather_idx, scatter_idx, lengths = packing
+            time = x.size(1)
+            aligned = x.gather(1, gather_idx.unsqueeze(-1).expand(-1, -1, x.size(-1)))  # (B, T, C)
+            seq = pack_padded_sequence(aligned, lengths.clamp(min=1).cpu(), batch_first=True, enforce_sorted=False)
+            out, hn = run(seq, hx)
+            out, _ = pad_packed_sequence(out, batch_first=True, total_length=time)  # (B, T, H), aligned
+            out = out.gather(1, scatter_idx.unsqueeze(-1).expand(-1, -1, out.size(-1)))  # back to original
+        hn = hn if isinstance(hn, tuple) else (hn,)
+        return (out, *(t.squeeze(0) for t in hn))  # out (B, T, H), each state tensor (B, H)
+
+    @staticmethod
+    def _packing(attention_mask: torch.Tensor | None, time: int):
+        """Gather/scatter indices and lengths for padded rows, or None when every position is real."""
+        if attention_mask is None:
+            return None
+        mask = attention_mask[:, -time:]  # generate() passes the mask of the whole sequence so far
+        if not is_tracing() and bool(mask.all()):
+            return None
+        starts, lengths = _padding_layout(mask)
+        steps = torch.arange(time, device=mask.device).unsqueeze(0)  # (1, T)
+        gather_idx = (steps + starts[:, None]).clamp(max=time - 1)  # (B, T) aligned → original
+        scatter_idx = (steps - starts[:, None]).clamp(min=0)  # (B, T) original → aligned
+        return gather_idx, scatter_idx, lengths
+
+    @can_return_tuple
+    @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        cache: RecurrentState | None = None,
+        use_cache: bool | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        output_hidden_states: bool | None = None,
+        **kwargs,
+    ) -> BaseModelOutputWithPast:
+        r"""
+        Args:
+            input_ids (`torch.LongTensor` of shape `(B, T)`): token ids in `[0, vocab_size)`.
+            attention_mask (`torch.Tensor` of shape `(B, T)` or `(B, T_total)`, *optional*): 1 for real tokens,
+                0 for padding (left or right). Padding never changes the state.
+            cache (`RecurrentState`, *optional*): the state after the previous tokens; zeros when `None`.
+                `past_key_values` is accepted as its deprecated name, as in transformers' models.
+            use_cache (`bool`, *optional*): return the final state as `cache` (default `config.use_cache`).
+            inputs_embeds (`torch.Tensor` of shape `(B, T, E)`, *optional*): instead of `input_ids`.
+            output_hidden_states (`bool`, *optional*): also return the embedding output and every layer's output;
+                the last entry is `last_hidden_state` (after the output dropout and projection the head reads).
+        """
+        check_model_kwargs(self, kwargs)
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("Pass exactly one of `input_ids` or `inputs_embeds`.")
+        if input_ids is not None:
+            check_token_ids(input_ids, self.config.vocab_size)
+        config = self.config
+        use_cache = config.use_cache if use_cache is None else use_cache
+        output_hidden_states = config.output_hidden_states if output_hidden_states is None else output_hidden_states
+        x = self._embed(input_ids, inputs_embeds)  # (B, T, E)
+        batch, time, _ = x.shape
+        if cache is None:
+            cache = RecurrentState.zeros(len(self.layers), self.state_tensors, batch, config.hidden_size, like=x)
+        else:
+            self._check_state(cache, batch)
+        all_hidden = [x] if output_hidden_states else None
+        x = locked_dropout(x, config.input_dropout, self.training)
+        packing = self._packing(attention_mask, time)
+        run_layer = self._run_layer
+        if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
+            # Per layer: keep only each layer's input and recompute its activations in the backward pass.
+            def run_layer(*args):
+                return self._gradient_checkpointing_func(self._run_layer, *args)
+
+        new_layers = []
+        for i in range(len(self.layers)):
+            out, *layer_state = run_layer(i, x, cache[i], packing)
+            if packing is not None:  # rows with no real token keep their incoming state
+                empty = (packing[2] == 0).unsqueeze(-1)  # (B, 1)
+                layer_state = [torch.where(empty, old, new) for old, new in zip(cache[i], layer_state)]
+            new_layers.append(tuple(layer_state))
+            last = i == len(self.layers) - 1
+            x = locked_dropout(out, config.output_dropout if last else config.hidden_dropout, self.training)
+            if all_hidden is not None and not last:
+                all_hidden.append(out)
+        if self.projection is not None:
+            x = self.projection(x)  # (B, T, E)
+        if all_hidden is not None:
+            all_hidden.append(x)  # what the output layer reads, as transformers' models do
+        return BaseModelOutputWithPast(
+            last_hidden_state=x,
+            cache=RecurrentState(new_layers, cache.seen_tokens + time) if use_cache else None,
+            hidden_states=tuple(all_hidden) if all_hidden is not None else None,
+        )
+
+
+class HwlmRecurrentForCausalLM(HwlmCausalLMMixin, HwlmRecurrentPreTrainedModel, GenerationMixin):
+    """A recurrent causal LM: the body and an output layer. The classes below bind it to a config and a cell type."""
+
+    _tied_weights_keys = {"lm_head.weight": "model.embed_tokens.weight"}
+    body_class = HwlmRecurrentModel
+
+    def __init__(self, config: HwlmRecurrentConfig):
+        super().__init__(config)
+        self.model = self.body_class(config)
         self.lm_head = build_lm_head(config, self.model.output_size)
         self.post_init()
 
+    @can_return_tuple
+    @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -287,52 +382,135 @@ class HwlmRecurrentForCausalLM(HwlmRecurrentPreTrainedModel, GenerationMixin):
         use_cache: bool | None = None,
         inputs_embeds: torch.Tensor | None = None,
         logits_to_keep: int | torch.Tensor = 0,
-        shift_labels: torch.LongTensor | None = None,
-        num_items_in_batch: int | torch.Tensor | None = None,
         output_hidden_states: bool | None = None,
-        return_dict: bool | None = None,
         **kwargs,
     ) -> HwlmCausalLMOutput:
         r"""
         Args:
-            input_ids (`torch.LongTensor` of shape `(B, T)`): token ids in `[0, vocab_size)`.
-            attention_mask (`torch.Tensor` of shape `(B, T)` or `(B, T_total)`, *optional*): 1 for real tokens,
-                0 for padding (left or right). Padding never changes the state.
+            input_ids, attention_mask, cache, use_cache, inputs_embeds, output_hidden_states: as in
+                [`HwlmRecurrentModel.forward`].
             labels (`torch.LongTensor` of shape `(B, T)`, *optional*): shifted inside the model (the label at
                 t+1 is the target of position t); -100 is ignored.
-            cache (`RecurrentState`, *optional*): the state after the previous tokens; zeros when `None`.
-            use_cache (`bool`, *optional*): return the final state as `cache` (default `config.use_cache`).
-            inputs_embeds (`torch.Tensor` of shape `(B, T, E)`, *optional*): instead of `input_ids`.
             logits_to_keep (`int` or `torch.Tensor`, *optional*): compute logits for the last `n` positions only
                 (0: all), or for the positions in a 1-D index tensor.
-            shift_labels (`torch.LongTensor` of shape `(B, T)`, *optional*): targets already aligned with the
-                positions, as in transformers' `ForCausalLMLoss` (stream training: the target of the last position
-                of a window is the first token of the next window).
-            num_items_in_batch (`int` or `torch.Tensor`, *optional*): divide the summed loss by this instead of
-                averaging (gradient accumulation over unequal batches).
+            shift_labels (`torch.LongTensor` of shape `(B, T)`, *optional*, keyword): targets already aligned with
+                the positions, as in transformers' `ForCausalLMLoss` (stream training: the target of the last
+                position of a window is the first token of the next window).
+            num_items_in_batch (`int` or `torch.Tensor`, *optional*, keyword): divide the summed loss by this
+                instead of averaging (gradient accumulation over unequal batches).
         """
-        if (input_ids is None) == (inputs_embeds is None):
-            raise ValueError("Pass exactly one of `input_ids` or `inputs_embeds`.")
-        if input_ids is not None:
-            check_token_ids(input_ids, self.config.vocab_size)
-        use_cache = self.config.use_cache if use_cache is None else use_cache
-        features, state, hidden_states = self.model(
-            input_ids, inputs_embeds, attention_mask, cache, output_hidden_states=bool(output_hidden_states)
+        check_model_kwargs(self, kwargs)
+        outputs = self.model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            cache=cache,
+            use_cache=use_cache,
+            inputs_embeds=inputs_embeds,
+            output_hidden_states=output_hidden_states,
         )
-        keep = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
-        loss, logits = lm_head_outputs(self, features[:, keep], labels, shift_labels, num_items_in_batch)
-        return HwlmCausalLMOutput(
-            loss=loss, logits=logits, cache=state if use_cache else None, hidden_states=hidden_states
+        features = slice_logits_to_keep(outputs.last_hidden_state, logits_to_keep)  # (B, T', D)
+        loss, logits = lm_head_outputs(self, features, labels, **kwargs)
+        return HwlmCausalLMOutput(loss=loss, logits=logits, cache=outputs.cache, hidden_states=outputs.hidden_states)
+
+
+class HwlmRecurrentForSequenceClassification(HwlmRecurrentPreTrainedModel):
+    """
+    A recurrent classifier in the manner of ULMFiT (Howard & Ruder 2018): the pretrained body, then concat pooling
+    of the last real token's features, their maximum and their mean over the real tokens (B, 3D), dropout and a
+    linear layer. `from_pretrained` on a causal-LM folder loads the body and initialises the classifier.
+    """
+
+    body_class = HwlmRecurrentModel
+    _new_head_prefixes = ("score.",)
+
+    def __init__(self, config: HwlmRecurrentConfig):
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.model = self.body_class(config)
+        self.classifier_dropout = nn.Dropout(config.output_dropout)
+        self.score = nn.Linear(3 * self.model.output_size, config.num_labels)
+        self.post_init()
+
+    @can_return_tuple
+    @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        labels: torch.LongTensor | None = None,
+        cache: RecurrentState | None = None,
+        use_cache: bool | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        output_hidden_states: bool | None = None,
+        **kwargs,
+    ):
+        r"""
+        Args:
+            input_ids, attention_mask, cache, use_cache, inputs_embeds, output_hidden_states: as in
+                [`HwlmRecurrentModel.forward`]. Without `attention_mask`, tokens equal to `config.pad_token_id`
+                are taken for padding.
+            labels (`torch.LongTensor` of shape `(B,)`, *optional*): class ids (or float targets for
+                regression / multi-label), as in transformers' classifiers.
+        """
+        check_model_kwargs(self, kwargs)
+        if attention_mask is None and input_ids is not None and self.config.pad_token_id is not None:
+            attention_mask = (input_ids != self.config.pad_token_id).long()  # (B, T)
+        outputs = self.model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            cache=cache,
+            use_cache=use_cache,
+            inputs_embeds=inputs_embeds,
+            output_hidden_states=output_hidden_states,
         )
+        features = outputs.last_hidden_state  # (B, T, D)
+        batch, time, _ = features.shape
+        real = (
+            attention_mask[:, -time:].bool().unsqueeze(-1)
+            if attention_mask is not None
+            else features.new_ones(batch, time, 1, dtype=torch.bool)
+        )  # (B, T, 1)
+        last = features[torch.arange(batch, device=features.device), last_token_index(attention_mask, time, batch)]
+        largest = features.masked_fill(~real, torch.finfo(features.dtype).min).amax(dim=1)  # (B, D)
+        mean = (features * real).sum(dim=1) / real.sum(dim=1).clamp(min=1)  # (B, D)
+        return classification_outputs(self, torch.cat([last, largest, mean], dim=-1), labels, outputs)
+
+
+class HwlmRnnModel(HwlmRecurrentModel):
+    """The Elman RNN / GRU body (`AutoModel`); see [`HwlmRecurrentModel`]."""
+
+    config_class = HwlmRnnConfig
 
 
 class HwlmRnnForCausalLM(HwlmRecurrentForCausalLM):
     """Elman RNN (tanh or ReLU) or GRU word-level language model; see [`HwlmRnnConfig`]."""
 
     config_class = HwlmRnnConfig
+    body_class = HwlmRnnModel
+
+
+class HwlmRnnForSequenceClassification(HwlmRecurrentForSequenceClassification):
+    """Elman RNN / GRU classifier on a pretrained language model's body; see [`HwlmRecurrentForSequenceClassification`]."""
+
+    config_class = HwlmRnnConfig
+    body_class = HwlmRnnModel
+
+
+class HwlmLstmModel(HwlmRecurrentModel):
+    """The LSTM body (`AutoModel`); see [`HwlmRecurrentModel`]."""
+
+    config_class = HwlmLstmConfig
 
 
 class HwlmLstmForCausalLM(HwlmRecurrentForCausalLM):
     """LSTM word-level language model; see [`HwlmLstmConfig`]."""
 
     config_class = HwlmLstmConfig
+    body_class = HwlmLstmModel
+
+
+class HwlmLstmForSequenceClassification(HwlmRecurrentForSequenceClassification):
+    """LSTM classifier on a pretrained language model's body; see [`HwlmRecurrentForSequenceClassification`]."""
+
+    config_class = HwlmLstmConfig
+    body_class = HwlmLstmModel

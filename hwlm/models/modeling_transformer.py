@@ -7,6 +7,10 @@ Position t attends to positions <= t only: the mask comes from `transformers.mas
 which also folds in padding and the key/value cache, and attention runs through transformers' attention
 interface (eager, SDPA, ...), so cached single-token decoding, left padding and chunked prefill stay correct.
 
+The classes follow transformers' layout (GPT-2's): `HwlmTransformerPreTrainedModel` → `HwlmTransformerModel` (the
+body, `AutoModel`; `last_hidden_state` is after the final LayerNorm) → `HwlmTransformerForCausalLM` and
+`HwlmTransformerForSequenceClassification` (scores the last real token, as GPT-2 does).
+
 Shape legend: B batch, T time (new tokens), S keys (cached + new), C hidden size, nh heads, hs head size (C / nh),
 V vocabulary size.
 This file travels with saved models (`trust_remote_code`), so it imports only torch, transformers and siblings.
@@ -22,10 +26,27 @@ from transformers import initialization as init
 from transformers.activations import ACT2FN
 from transformers.cache_utils import Cache, DynamicCache
 from transformers.masking_utils import create_causal_mask
-from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.modeling_outputs import BaseModelOutputWithPast
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, slice_logits_to_keep
+from transformers.utils import can_return_tuple, logging
+from transformers.utils.deprecation import deprecate_kwarg
 
 from .configuration_transformer import HwlmTransformerConfig
-from .modeling_common import HwlmCausalLMOutput, HwlmCausalLMMixin, build_lm_head, check_token_ids, lm_head_outputs
+from .modeling_common import (
+    HwlmCausalLMMixin,
+    HwlmCausalLMOutput,
+    HwlmStrictLoadingMixin,
+    build_lm_head,
+    check_model_kwargs,
+    check_token_ids,
+    classification_outputs,
+    is_tracing,
+    last_token_index,
+    lm_head_outputs,
+)
+
+logger = logging.get_logger(__name__)
 
 
 def eager_attention_forward(
@@ -81,9 +102,15 @@ class HwlmAttention(nn.Module):
         query, key, value = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, nh, T, hs)
         if cache is not None:
             key, value = cache.update(key, value, self.layer_idx)  # each (B, nh, S, hs)
-        attention: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
-            self.config._attn_implementation, eager_attention_forward
-        )
+        implementation = self.config._attn_implementation
+        if kwargs.pop("output_attentions", False) and implementation != "eager":
+            # SDPA and flash kernels never form the probabilities: compute this call eagerly rather than return None.
+            logger.warning_once(
+                f"output_attentions=True: `{implementation}` attention cannot return attention probabilities, so "
+                "these calls use eager attention. Load the model with attn_implementation='eager' to make it the default."
+            )
+            implementation = "eager"
+        attention: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(implementation, eager_attention_forward)
         out, probs = attention(
             self,
             query,
@@ -109,8 +136,8 @@ class HwlmMLP(nn.Module):
         return self.fc_out(self.act(self.fc_in(x)))
 
 
-class HwlmDecoderLayer(nn.Module):
-    """Pre-LayerNorm block: x + Attn(LN(x)), then x + MLP(LN(x))."""
+class HwlmDecoderLayer(GradientCheckpointingLayer):
+    """Pre-LayerNorm block: x + Attn(LN(x)), then x + MLP(LN(x)). Checkpointed as a whole under activation checkpointing."""
 
     def __init__(self, config: HwlmTransformerConfig, layer_idx: int):
         super().__init__()
@@ -120,94 +147,23 @@ class HwlmDecoderLayer(nn.Module):
         self.mlp = HwlmMLP(config)
         self.dropout = nn.Dropout(config.hidden_dropout)
 
-    def forward(self, x: torch.Tensor, attention_mask, cache: Cache | None, **kwargs):
+    def forward(self, x: torch.Tensor, attention_mask, cache: Cache | None = None, **kwargs):
         attn_out, probs = self.attn(self.ln_1(x), attention_mask, cache, **kwargs)
         x = x + self.dropout(attn_out)
         x = x + self.dropout(self.mlp(self.ln_2(x)))
         return x, probs
 
 
-class HwlmTransformerModel(nn.Module):
-    """Embeddings, decoder layers and final LayerNorm: (B, T) ids → (B, T, C) features."""
-
-    def __init__(self, config: HwlmTransformerConfig):
-        super().__init__()
-        self.config = config
-        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
-        if config.position_embedding_type == "learned":
-            self.embed_positions = nn.Embedding(config.max_position_embeddings, config.hidden_size)
-        else:
-            self.embed_positions = None
-            # Not persistent: a fixed function of the config, recomputed at load time rather than stored.
-            self.register_buffer(
-                "position_table",
-                sinusoidal_positions(config.max_position_embeddings, config.hidden_size),
-                persistent=False,
-            )
-        self.dropout = nn.Dropout(config.embedding_dropout)
-        self.layers = nn.ModuleList(HwlmDecoderLayer(config, i) for i in range(config.num_hidden_layers))
-        self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-
-    def forward(
-        self,
-        input_ids,
-        inputs_embeds,
-        attention_mask,
-        position_ids,
-        cache: Cache | None,
-        output_hidden_states: bool,
-        output_attentions: bool,
-        **kwargs,
-    ):
-        if inputs_embeds is None:
-            inputs_embeds = self.embed_tokens(input_ids)  # (B, T, C)
-        batch, time, _ = inputs_embeds.shape
-        past = cache.get_seq_length() if cache is not None else 0
-        if position_ids is None:
-            position_ids = torch.arange(past, past + time, device=inputs_embeds.device).unsqueeze(0)  # (1, T)
-        limit = self.config.max_position_embeddings
-        if past + time > limit or int(position_ids.max()) >= limit:
-            raise ValueError(
-                f"Sequence of {past + time} tokens is longer than max_position_embeddings={limit}. Shorten the "
-                f"input (or prompt + max_new_tokens) to at most {limit} tokens, evaluate long texts with a "
-                "sliding window, or train a model with a larger `max_position_embeddings`."
-            )
-        if self.embed_positions is not None:
-            positions = self.embed_positions(position_ids)  # (B or 1, T, C)
-        else:
-            positions = self.position_table[position_ids].to(inputs_embeds.dtype)  # (B or 1, T, C)
-        x = self.dropout(inputs_embeds + positions)
-
-        mask = create_causal_mask(
-            config=self.config,
-            inputs_embeds=inputs_embeds,
-            attention_mask=attention_mask,
-            cache=cache,
-            position_ids=position_ids,
-        )
-        all_hidden = [x] if output_hidden_states else None
-        all_probs = [] if output_attentions else None
-        for layer in self.layers:
-            x, probs = layer(x, mask, cache, **kwargs)
-            if all_hidden is not None:
-                all_hidden.append(x)
-            if all_probs is not None:
-                all_probs.append(probs)
-        x = self.norm(x)
-        return x, (tuple(all_hidden) if all_hidden else None), (tuple(all_probs) if all_probs else None)
-
-
-class HwlmTransformerPreTrainedModel(HwlmCausalLMMixin, PreTrainedModel):
+class HwlmTransformerPreTrainedModel(HwlmStrictLoadingMixin, PreTrainedModel):
     config_class = HwlmTransformerConfig
     base_model_prefix = "model"
     main_input_name = "input_ids"
+    supports_gradient_checkpointing = True
     _no_split_modules = ["HwlmDecoderLayer"]
     _supports_sdpa = True
     _supports_flash_attn = True
     _supports_attention_backend = True
-    _tied_weights_keys = {"lm_head.weight": "model.embed_tokens.weight"}
-    #: See `HwlmRecurrentPreTrainedModel.supports_state_carrying`: a Transformer reads fixed windows instead.
-    supports_state_carrying = False
+    _can_compile_fullgraph = True
 
     def _init_weights(self, module: nn.Module) -> None:
         # GPT-2's scheme: N(0, 0.02) everywhere, residual output projections scaled by 1/sqrt(2L).
@@ -231,15 +187,137 @@ class HwlmTransformerPreTrainedModel(HwlmCausalLMMixin, PreTrainedModel):
             init.normal_(projection.weight, mean=0.0, std=std / math.sqrt(2 * self.config.num_hidden_layers))
 
 
-class HwlmTransformerForCausalLM(HwlmTransformerPreTrainedModel, GenerationMixin):
+class HwlmTransformerModel(HwlmTransformerPreTrainedModel):
+    """The body (`AutoModel`): embeddings, decoder layers and final LayerNorm, (B, T) ids → (B, T, C) features."""
+
+    def __init__(self, config: HwlmTransformerConfig):
+        super().__init__(config)
+        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
+        if config.position_embedding_type == "learned":
+            self.embed_positions = nn.Embedding(config.max_position_embeddings, config.hidden_size)
+        else:
+            self.embed_positions = None
+            # Not persistent: a fixed function of the config, recomputed at load time rather than stored.
+            self.register_buffer(
+                "position_table",
+                sinusoidal_positions(config.max_position_embeddings, config.hidden_size),
+                persistent=False,
+            )
+        self.dropout = nn.Dropout(config.embedding_dropout)
+        self.layers = nn.ModuleList(HwlmDecoderLayer(config, i) for i in range(config.num_hidden_layers))
+        self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.gradient_checkpointing = False
+        self.post_init()
+
+    def _positions(self, position_ids: torch.LongTensor, past: int, time: int, dtype: torch.dtype) -> torch.Tensor:
+        """Position vectors (B or 1, T, C) of the new tokens, refusing positions beyond the table."""
+        limit = self.config.max_position_embeddings
+        # The range check on the ids' values is a data-dependent branch: skipped when traced (export, compile).
+        if past + time > limit or (not is_tracing() and int(position_ids.max()) >= limit):
+            raise ValueError(
+                f"Sequence of {past + time} tokens is longer than max_position_embeddings={limit}. Shorten the "
+                f"input (or prompt + max_new_tokens) to at most {limit} tokens, evaluate long texts with a "
+                "sliding window, or train a model with a larger `max_position_embeddings`."
+            )
+        if self.embed_positions is not None:
+            return self.embed_positions(position_ids)
+        return self.position_table[position_ids].to(dtype)
+
+    @can_return_tuple
+    @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        cache: Cache | None = None,
+        use_cache: bool | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
+        **kwargs,
+    ) -> BaseModelOutputWithPast:
+        r"""
+        Args:
+            input_ids (`torch.LongTensor` of shape `(B, T)`): token ids in `[0, vocab_size)`.
+            attention_mask (`torch.Tensor` of shape `(B, S)`, *optional*): 1 for real tokens, 0 for padding, over
+                the cached and the new tokens.
+            cache (`transformers.Cache`, *optional*): keys and values of earlier tokens (`past_key_values` is
+                accepted as its deprecated name, as in transformers' models).
+            use_cache (`bool`, *optional*): build/extend and return the cache (default `config.use_cache`; off
+                while training with activation checkpointing).
+            inputs_embeds (`torch.Tensor` of shape `(B, T, C)`, *optional*): instead of `input_ids`.
+            position_ids (`torch.LongTensor` of shape `(B, T)`, *optional*): positions of the new tokens;
+                `generate()` derives them from the attention mask so left padding does not shift positions.
+            output_hidden_states (`bool`, *optional*): the embedding output and every layer's output; the last
+                entry is after the final LayerNorm (`last_hidden_state`), as in GPT-2.
+            output_attentions (`bool`, *optional*): attention probabilities per layer (computed eagerly).
+        """
+        check_model_kwargs(self, kwargs)
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("Pass exactly one of `input_ids` or `inputs_embeds`.")
+        if input_ids is not None:
+            check_token_ids(input_ids, self.config.vocab_size)
+        config = self.config
+        use_cache = config.use_cache if use_cache is None else use_cache
+        if use_cache and self.gradient_checkpointing and self.training and torch.is_grad_enabled():
+            logger.warning_once("use_cache=True is incompatible with activation checkpointing: using use_cache=False.")
+            use_cache = False
+        output_hidden_states = config.output_hidden_states if output_hidden_states is None else output_hidden_states
+        output_attentions = config.output_attentions if output_attentions is None else output_attentions
+        if use_cache and cache is None:
+            cache = DynamicCache(config=config)
+        cache = cache if use_cache else None
+
+        if inputs_embeds is None:
+            inputs_embeds = self.embed_tokens(input_ids)  # (B, T, C)
+        past = cache.get_seq_length() if cache is not None else 0
+        time = inputs_embeds.shape[1]
+        if position_ids is None:
+            position_ids = torch.arange(past, past + time, device=inputs_embeds.device).unsqueeze(0)  # (1, T)
+        x = self.dropout(inputs_embeds + self._positions(position_ids, past, time, inputs_embeds.dtype))
+
+        mask = create_causal_mask(
+            config=config,
+            inputs_embeds=inputs_embeds,
+            attention_mask=attention_mask,
+            cache=cache,
+            position_ids=position_ids,
+        )
+        all_hidden = [x] if output_hidden_states else None
+        all_probs = [] if output_attentions else None
+        for layer in self.layers:
+            x, probs = layer(x, mask, cache=cache, output_attentions=output_attentions, **kwargs)
+            if all_hidden is not None:
+                all_hidden.append(x)
+            if all_probs is not None:
+                all_probs.append(probs)
+        x = self.norm(x)
+        if all_hidden is not None:
+            all_hidden[-1] = x  # what the output layer reads, as in GPT-2
+        return BaseModelOutputWithPast(
+            last_hidden_state=x,
+            cache=cache,
+            hidden_states=tuple(all_hidden) if all_hidden is not None else None,
+            attentions=tuple(all_probs) if all_probs is not None else None,
+        )
+
+
+class HwlmTransformerForCausalLM(HwlmCausalLMMixin, HwlmTransformerPreTrainedModel, GenerationMixin):
     """Causal decoder-only Transformer word-level language model; see [`HwlmTransformerConfig`]."""
+
+    _tied_weights_keys = {"lm_head.weight": "model.embed_tokens.weight"}
 
     def __init__(self, config: HwlmTransformerConfig):
         super().__init__(config)
         self.model = HwlmTransformerModel(config)
         self.lm_head = build_lm_head(config, config.hidden_size)
+        # A default pipeline or generate() call stops at the context the model was trained for.
+        self.generation_config.max_length = config.max_position_embeddings
         self.post_init()
 
+    @can_return_tuple
+    @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -250,51 +328,98 @@ class HwlmTransformerForCausalLM(HwlmTransformerPreTrainedModel, GenerationMixin
         inputs_embeds: torch.Tensor | None = None,
         logits_to_keep: int | torch.Tensor = 0,
         position_ids: torch.LongTensor | None = None,
-        shift_labels: torch.LongTensor | None = None,
-        num_items_in_batch: int | torch.Tensor | None = None,
         output_hidden_states: bool | None = None,
         output_attentions: bool | None = None,
-        return_dict: bool | None = None,
         **kwargs,
     ) -> HwlmCausalLMOutput:
         r"""
         Args:
-            input_ids (`torch.LongTensor` of shape `(B, T)`): token ids in `[0, vocab_size)`.
-            attention_mask (`torch.Tensor` of shape `(B, S)`, *optional*): 1 for real tokens, 0 for padding, over
-                the cached and the new tokens.
+            input_ids, attention_mask, cache, use_cache, inputs_embeds, position_ids, output_hidden_states,
+                output_attentions: as in [`HwlmTransformerModel.forward`].
             labels (`torch.LongTensor` of shape `(B, T)`, *optional*): shifted inside the model; -100 is ignored.
-            cache (`transformers.Cache`, *optional*): keys and values of earlier tokens.
-            use_cache (`bool`, *optional*): build/extend and return the cache (default `config.use_cache`).
-            inputs_embeds (`torch.Tensor` of shape `(B, T, C)`, *optional*): instead of `input_ids`.
             logits_to_keep (`int` or `torch.Tensor`, *optional*): logits for the last `n` positions only (0: all).
-            position_ids (`torch.LongTensor` of shape `(B, T)`, *optional*): positions of the new tokens;
-                `generate()` derives them from the attention mask so left padding does not shift positions.
-            shift_labels (`torch.LongTensor` of shape `(B, T)`, *optional*): targets already aligned with positions.
-            num_items_in_batch (`int` or `torch.Tensor`, *optional*): divide the summed loss by this.
+            shift_labels (`torch.LongTensor` of shape `(B, T)`, *optional*, keyword): targets already aligned with
+                positions.
+            num_items_in_batch (`int` or `torch.Tensor`, *optional*, keyword): divide the summed loss by this.
         """
-        if (input_ids is None) == (inputs_embeds is None):
-            raise ValueError("Pass exactly one of `input_ids` or `inputs_embeds`.")
-        if input_ids is not None:
-            check_token_ids(input_ids, self.config.vocab_size)
-        use_cache = self.config.use_cache if use_cache is None else use_cache
-        if use_cache and cache is None:
-            cache = DynamicCache(config=self.config)
-        features, hidden_states, attentions = self.model(
-            input_ids,
-            inputs_embeds,
-            attention_mask,
-            position_ids,
-            cache if use_cache else None,
-            output_hidden_states=bool(output_hidden_states),
-            output_attentions=bool(output_attentions),
+        check_model_kwargs(self, kwargs)
+        loss_kwargs = {k: kwargs.pop(k) for k in ("shift_labels", "num_items_in_batch") if k in kwargs}
+        outputs = self.model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            cache=cache,
+            use_cache=use_cache,
+            inputs_embeds=inputs_embeds,
+            position_ids=position_ids,
+            output_hidden_states=output_hidden_states,
+            output_attentions=output_attentions,
             **kwargs,
         )
-        keep = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
-        loss, logits = lm_head_outputs(self, features[:, keep], labels, shift_labels, num_items_in_batch)
+        features = slice_logits_to_keep(outputs.last_hidden_state, logits_to_keep)  # (B, T', C)
+        loss, logits = lm_head_outputs(self, features, labels, **loss_kwargs)
         return HwlmCausalLMOutput(
             loss=loss,
             logits=logits,
-            cache=cache if use_cache else None,
-            hidden_states=hidden_states,
-            attentions=attentions,
+            cache=outputs.cache,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
         )
+
+
+class HwlmTransformerForSequenceClassification(HwlmTransformerPreTrainedModel):
+    """
+    The Transformer body with a linear classifier on the last real token's features, as GPT-2's classifier;
+    `from_pretrained` on a causal-LM folder loads the body and initialises the classifier.
+    """
+
+    _new_head_prefixes = ("score.",)
+
+    def __init__(self, config: HwlmTransformerConfig):
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.model = HwlmTransformerModel(config)
+        self.classifier_dropout = nn.Dropout(config.hidden_dropout)
+        self.score = nn.Linear(config.hidden_size, config.num_labels, bias=False)
+        self.post_init()
+
+    @can_return_tuple
+    @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        labels: torch.LongTensor | None = None,
+        cache: Cache | None = None,
+        use_cache: bool | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
+        **kwargs,
+    ):
+        r"""
+        Args:
+            input_ids, attention_mask, cache, use_cache, inputs_embeds, position_ids, output_hidden_states,
+                output_attentions: as in [`HwlmTransformerModel.forward`]. Without `attention_mask`, tokens equal to
+                `config.pad_token_id` are taken for padding.
+            labels (`torch.LongTensor` of shape `(B,)`, *optional*): class ids (or float targets for regression /
+                multi-label), as in transformers' classifiers.
+        """
+        check_model_kwargs(self, kwargs)
+        if attention_mask is None and input_ids is not None and self.config.pad_token_id is not None:
+            attention_mask = (input_ids != self.config.pad_token_id).long()  # (B, T)
+        outputs = self.model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            cache=cache,
+            use_cache=use_cache,
+            inputs_embeds=inputs_embeds,
+            position_ids=position_ids,
+            output_hidden_states=output_hidden_states,
+            output_attentions=output_attentions,
+            **kwargs,
+        )
+        features = outputs.last_hidden_state  # (B, T, C)
+        batch, time, _ = features.shape
+        last = last_token_index(attention_mask, time, batch).to(features.device)
+        return classification_outputs(self, features[torch.arange(batch, device=features.device), last], labels, outputs)
