@@ -17,6 +17,7 @@ Encoding a prompt never appends ``<eos>``: the data pipeline (``hwlm.data``) app
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 from collections.abc import Iterable, Iterator
@@ -279,3 +280,21 @@ def load_tokenizer(name_or_path: Union[str, Path]) -> PreTrainedTokenizerBase:
             "Build a tokenizer with hwlm-tokenizer."
         )
     return tok
+
+
+def fit_tokenizer_to_model(tokenizer: PreTrainedTokenizerBase, config) -> PreTrainedTokenizerBase:
+    """
+    A copy of ``tokenizer`` that knows the model's context: for a model with ``max_position_embeddings`` (the
+    Transformer), ``model_max_length`` is that context and truncation keeps the most recent tokens (the left side
+    is cut), so ``truncation=True`` and pipelines never hand the model more than it can read. Recurrent models
+    have no context limit; their tokenizer is returned unchanged.
+    """
+    limit = getattr(config, "max_position_embeddings", None)
+    if limit is None:
+        return tokenizer
+    fitted = copy.deepcopy(tokenizer)
+    settings = {"model_max_length": int(limit), "truncation_side": "left"}
+    for name, value in settings.items():
+        setattr(fitted, name, value)
+    fitted.init_kwargs.update(settings)  # what save_pretrained writes to tokenizer_config.json
+    return fitted

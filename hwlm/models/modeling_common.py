@@ -150,6 +150,16 @@ class HwlmStrictLoadingMixin:
     """
 
     _new_head_prefixes: tuple[str, ...] = ()
+    #: Auto class name → class name of every model of this family (set by the modeling file), written into a saved
+    #: folder's `auto_map` so that each of them loads from the folder where hwlm is not installed.
+    _family_auto_classes: dict[str, str] = {}
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        if self._auto_class is not None:  # hwlm registered its classes: name all of them, not only this one
+            module = type(self).__module__.split(".")[-1]
+            names = {auto: f"{module}.{name}" for auto, name in self._family_auto_classes.items()}
+            self.config.auto_map = {**(getattr(self.config, "auto_map", None) or {}), **names}
+        return super().save_pretrained(save_directory, *args, **kwargs)
 
     @classmethod
     def from_pretrained(cls, *args, **kwargs) -> PreTrainedModel:

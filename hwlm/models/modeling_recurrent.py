@@ -476,16 +476,26 @@ class HwlmRecurrentForSequenceClassification(HwlmRecurrentPreTrainedModel):
         return classification_outputs(self, torch.cat([last, largest, mean], dim=-1), labels, outputs)
 
 
+def _auto_classes(family: str) -> dict[str, str]:
+    return {
+        "AutoModel": f"Hwlm{family}Model",
+        "AutoModelForCausalLM": f"Hwlm{family}ForCausalLM",
+        "AutoModelForSequenceClassification": f"Hwlm{family}ForSequenceClassification",
+    }
+
+
 class HwlmRnnModel(HwlmRecurrentModel):
     """The Elman RNN / GRU body (`AutoModel`); see [`HwlmRecurrentModel`]."""
 
     config_class = HwlmRnnConfig
+    _family_auto_classes = _auto_classes("Rnn")
 
 
 class HwlmRnnForCausalLM(HwlmRecurrentForCausalLM):
     """Elman RNN (tanh or ReLU) or GRU word-level language model; see [`HwlmRnnConfig`]."""
 
     config_class = HwlmRnnConfig
+    _family_auto_classes = _auto_classes("Rnn")
     body_class = HwlmRnnModel
 
 
@@ -493,6 +503,7 @@ class HwlmRnnForSequenceClassification(HwlmRecurrentForSequenceClassification):
     """Elman RNN / GRU classifier on a pretrained language model's body; see [`HwlmRecurrentForSequenceClassification`]."""
 
     config_class = HwlmRnnConfig
+    _family_auto_classes = _auto_classes("Rnn")
     body_class = HwlmRnnModel
 
 
@@ -500,12 +511,14 @@ class HwlmLstmModel(HwlmRecurrentModel):
     """The LSTM body (`AutoModel`); see [`HwlmRecurrentModel`]."""
 
     config_class = HwlmLstmConfig
+    _family_auto_classes = _auto_classes("Lstm")
 
 
 class HwlmLstmForCausalLM(HwlmRecurrentForCausalLM):
     """LSTM word-level language model; see [`HwlmLstmConfig`]."""
 
     config_class = HwlmLstmConfig
+    _family_auto_classes = _auto_classes("Lstm")
     body_class = HwlmLstmModel
 
 
@@ -513,4 +526,5 @@ class HwlmLstmForSequenceClassification(HwlmRecurrentForSequenceClassification):
     """LSTM classifier on a pretrained language model's body; see [`HwlmRecurrentForSequenceClassification`]."""
 
     config_class = HwlmLstmConfig
+    _family_auto_classes = _auto_classes("Lstm")
     body_class = HwlmLstmModel

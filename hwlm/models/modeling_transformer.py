@@ -16,6 +16,7 @@ V vocabulary size.
 This file travels with saved models (`trust_remote_code`), so it imports only torch, transformers and siblings.
 """
 
+import copy
 import math
 from collections.abc import Callable
 
@@ -164,6 +165,11 @@ class HwlmTransformerPreTrainedModel(HwlmStrictLoadingMixin, PreTrainedModel):
     _supports_flash_attn = True
     _supports_attention_backend = True
     _can_compile_fullgraph = True
+    _family_auto_classes = {
+        "AutoModel": "HwlmTransformerModel",
+        "AutoModelForCausalLM": "HwlmTransformerForCausalLM",
+        "AutoModelForSequenceClassification": "HwlmTransformerForSequenceClassification",
+    }
 
     def _init_weights(self, module: nn.Module) -> None:
         # GPT-2's scheme: N(0, 0.02) everywhere, residual output projections scaled by 1/sqrt(2L).
@@ -277,8 +283,13 @@ class HwlmTransformerModel(HwlmTransformerPreTrainedModel):
             position_ids = torch.arange(past, past + time, device=inputs_embeds.device).unsqueeze(0)  # (1, T)
         x = self.dropout(inputs_embeds + self._positions(position_ids, past, time, inputs_embeds.dtype))
 
+        mask_config = config
+        if output_attentions and config._attn_implementation != "eager":
+            # These calls attend eagerly (see HwlmAttention), so they need the eager (additive) mask.
+            mask_config = copy.copy(config)
+            mask_config._attn_implementation = "eager"
         mask = create_causal_mask(
-            config=config,
+            config=mask_config,
             inputs_embeds=inputs_embeds,
             attention_mask=attention_mask,
             cache=cache,
@@ -408,6 +419,9 @@ class HwlmTransformerForSequenceClassification(HwlmTransformerPreTrainedModel):
         check_model_kwargs(self, kwargs)
         if attention_mask is None and input_ids is not None and self.config.pad_token_id is not None:
             attention_mask = (input_ids != self.config.pad_token_id).long()  # (B, T)
+        if position_ids is None and attention_mask is not None and cache is None:
+            # Count positions from each row's first real token, as generate() does, so left padding shifts nothing.
+            position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)  # (B, T)
         outputs = self.model(
             input_ids=input_ids,
             attention_mask=attention_mask,

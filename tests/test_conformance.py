@@ -1,0 +1,379 @@
+"""
+The Hugging Face contract: whatever a user does with `GPT2LMHeadModel` works with every hwlm family, or is refused
+with transformers' own error for stateful models (as for Mamba).
+
+One battery over every family (tiny configs, CPU, offline): Trainer train/evaluate/save_model, the pipeline's
+default call, `return_dict=False`, `past_key_values`, unknown keywords, activation checkpointing, `torch.export`
+and ONNX, `AutoModel` and the sequence classifier, attention outputs, and PEFT.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+from datasets import Dataset
+from transformers import (
+    AutoModel,
+    AutoModelForCausalLM,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    DataCollatorForLanguageModeling,
+    DataCollatorWithPadding,
+    Trainer,
+    TrainingArguments,
+    pipeline,
+)
+
+import hwlm  # noqa: F401  (registers the Auto classes)
+from hwlm.tokenization import train_word_tokenizer
+
+from _toy import WORDS, toy_lines
+
+CONTEXT = 24  # the Transformer's max_position_embeddings: small, so a default pipeline call would overrun it
+
+FAMILIES = {
+    "gru": ("hwlm_rnn", {"cell_type": "gru"}),
+    "lstm": ("hwlm_lstm", {}),
+    "lstm_tied_projection": ("hwlm_lstm", {"embedding_size": 12, "tie_word_embeddings": True}),
+    "transformer": ("hwlm_transformer", {"num_attention_heads": 2, "max_position_embeddings": CONTEXT}),
+}
+DROPOUTS = {
+    "hwlm_rnn": dict(embedding_dropout=0.1, input_dropout=0.2, hidden_dropout=0.2, output_dropout=0.2, weight_dropout=0.3),
+    "hwlm_lstm": dict(embedding_dropout=0.1, input_dropout=0.2, hidden_dropout=0.2, output_dropout=0.2, weight_dropout=0.3),
+    "hwlm_transformer": dict(embedding_dropout=0.1, hidden_dropout=0.1, attention_dropout=0.1),
+}
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return train_word_tokenizer(toy_lines(200, seed=0) + [" ".join(WORDS)])
+
+
+def make_model(name: str, tokenizer, seed: int = 0, **overrides):
+    from transformers import AutoConfig
+
+    model_type, extra = FAMILIES[name]
+    config = AutoConfig.for_model(
+        model_type,
+        vocab_size=len(tokenizer),
+        hidden_size=16,
+        num_hidden_layers=2,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        **{**extra, **overrides},
+    )
+    torch.manual_seed(seed)
+    return AutoModelForCausalLM.from_config(config).eval()
+
+
+@pytest.fixture(params=list(FAMILIES))
+def family(request):
+    return request.param
+
+
+@pytest.fixture
+def folder(family, tokenizer, tmp_path):
+    """A saved causal-LM folder (model + tokenizer), as hwlm-train leaves it."""
+    path = tmp_path / family
+    make_model(family, tokenizer).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def ids_of(tokenizer, text: str) -> torch.LongTensor:
+    return tokenizer(text, return_tensors="pt")["input_ids"]
+
+
+def lm_dataset(tokenizer, n: int, seed: int) -> Dataset:
+    return Dataset.from_dict({"text": toy_lines(n, seed)}).map(
+        lambda batch: tokenizer(batch["text"]), batched=True, remove_columns=["text"]
+    )
+
+
+def test_trainer_train_evaluate_and_save_model(family, tokenizer, tmp_path):
+    model = make_model(family, tokenizer)
+    args = TrainingArguments(  # transformers' defaults but for a short, fast schedule
+        output_dir=str(tmp_path / "trainer"),
+        max_steps=6,
+        per_device_train_batch_size=8,
+        learning_rate=1e-2,
+        report_to=[],
+        use_cpu=True,
+    )
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=lm_dataset(tokenizer, 64, seed=1),
+        eval_dataset=lm_dataset(tokenizer, 16, seed=2),
+        data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False),
+    )
+    assert trainer.label_names == ["labels"]  # `shift_labels` is not taken for a label column
+    before = trainer.evaluate()
+    trainer.train()
+    after = trainer.evaluate()
+    assert "eval_loss" in before and "eval_loss" in after
+    assert after["eval_loss"] < before["eval_loss"]
+
+    trainer.save_model(str(tmp_path / "saved"))
+    reloaded = AutoModelForCausalLM.from_pretrained(tmp_path / "saved").eval()
+    ids = ids_of(tokenizer, "w1 w2 w3 w5")
+    torch.testing.assert_close(reloaded(input_ids=ids).logits, trainer.model.eval()(input_ids=ids).logits)
+
+
+def test_pipeline_default_call_stays_within_the_context(family, folder):
+    generator = pipeline("text-generation", model=str(folder))
+    text = generator("w1 w2 w3")[0]["generated_text"]
+    assert text.startswith("w1 w2 w3")
+    if FAMILIES[family][0] == "hwlm_transformer":
+        assert generator.model.generation_config.max_length == CONTEXT
+        assert len(text.split()) <= CONTEXT
+
+
+def test_return_dict_false_gives_tuples(family, tokenizer):
+    model = make_model(family, tokenizer)
+    ids = ids_of(tokenizer, "w1 w2 w3 w4 w5")
+    out = model(input_ids=ids, labels=ids)
+    as_tuple = model(input_ids=ids, labels=ids, return_dict=False)
+    assert isinstance(as_tuple, tuple)
+    torch.testing.assert_close(as_tuple[0], out.loss)
+    torch.testing.assert_close(as_tuple[1], out.logits)
+    body = model.model(input_ids=ids, return_dict=False)
+    assert isinstance(body, tuple)
+    torch.testing.assert_close(body[0], model.model(input_ids=ids).last_hidden_state)
+
+
+def test_past_key_values_is_the_deprecated_name_of_cache(family, tokenizer):
+    model = make_model(family, tokenizer)
+    ids = ids_of(tokenizer, "w1 w2 w3 w4 w5 w6 w7")
+    full = model(input_ids=ids).logits
+    prefix = model(input_ids=ids[:, :4], use_cache=True)
+    with pytest.warns(FutureWarning, match="past_key_values"):
+        rest = model(input_ids=ids[:, 4:], past_key_values=prefix.cache)
+    torch.testing.assert_close(rest.logits, full[:, 4:])
+
+
+def test_unknown_keywords_are_refused(family, tokenizer):
+    model = make_model(family, tokenizer)
+    ids = ids_of(tokenizer, "w1 w2")
+    with pytest.raises(TypeError, match="unexpected keyword argument.*'cach'"):
+        model(input_ids=ids, cach=None)
+
+
+def test_last_hidden_state_is_what_the_head_reads(family, tokenizer):
+    model = make_model(family, tokenizer)
+    ids = ids_of(tokenizer, "w1 w2 w3 w4")
+    out = model(input_ids=ids, output_hidden_states=True)
+    assert len(out.hidden_states) == model.config.num_hidden_layers + 1
+    torch.testing.assert_close(model.lm_head(out.hidden_states[-1]), out.logits)
+
+
+def _gradients(model, ids, seed):
+    model.zero_grad()
+    torch.manual_seed(seed)
+    model(input_ids=ids, labels=ids).loss.backward()
+    return {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
+
+
+def test_activation_checkpointing_gives_identical_gradients(family, tokenizer):
+    model_type = FAMILIES[family][0]
+    model = make_model(family, tokenizer, **DROPOUTS[model_type]).train()
+    ids = ids_of(tokenizer, "w1 w2 w3 w4 w5 w6 w7 w8")
+    calls = []
+    # The first weight-holding module inside layer 1 (the fused RNN itself, or the Transformer's first projection).
+    # A pre-hook: the recomputation stops as soon as it has rebuilt what backward needs, before forward hooks run.
+    first = next(m for m in model.model.layers[0].modules() if isinstance(m, (torch.nn.RNNBase, torch.nn.Linear)))
+    first.register_forward_pre_hook(lambda *_: calls.append(1))
+
+    plain = _gradients(model, ids, seed=5)
+    assert len(calls) == 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # gradient_checkpointing_enable is the name users know
+        model.gradient_checkpointing_enable()
+    assert model.is_activation_checkpointing
+    calls.clear()
+    checkpointed = _gradients(model, ids, seed=5)
+    assert len(calls) == 2  # the layer ran again in the backward pass: the checkpoint really happened
+    assert plain.keys() == checkpointed.keys() and len(plain) == len(list(model.parameters()))
+    for name in plain:
+        torch.testing.assert_close(checkpointed[name], plain[name], msg=name)
+
+
+@pytest.mark.filterwarnings("ignore:`gradient_checkpointing` is deprecated:FutureWarning")
+def test_trainer_with_gradient_checkpointing(family, tokenizer, tmp_path):
+    model = make_model(family, tokenizer)
+    args = TrainingArguments(
+        output_dir=str(tmp_path / "trainer"),
+        max_steps=2,
+        per_device_train_batch_size=8,
+        gradient_checkpointing=True,
+        report_to=[],
+        use_cpu=True,
+    )
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=lm_dataset(tokenizer, 16, seed=1),
+        data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False),
+    )
+    result = trainer.train()
+    assert model.is_activation_checkpointing and result.training_loss > 0
+
+
+class _Logits(torch.nn.Module):
+    """The logits alone: what an exported graph serves."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids):
+        return self.model(input_ids=input_ids, use_cache=False).logits
+
+
+def test_torch_export_matches_eager(family, tokenizer):
+    model = make_model(family, tokenizer)
+    ids = ids_of(tokenizer, "w1 w2 w3 w4 w5 w6")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # torch notes the fused RNN's flat-weight bookkeeping
+        program = torch.export.export(_Logits(model), (ids,))
+    other = ids_of(tokenizer, "w9 w8 w7 w6 w5 w4")
+    torch.testing.assert_close(program.module()(other), model(input_ids=other).logits)
+
+
+def test_onnx_export_matches_eager(family, tokenizer, tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    model = make_model(family, tokenizer)
+    ids = ids_of(tokenizer, "w1 w2 w3 w4 w5 w6")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(_Logits(model), (ids,), dynamo=True, verbose=False).save(str(tmp_path / "model.onnx"))
+    session = ort.InferenceSession(str(tmp_path / "model.onnx"))
+    other = ids_of(tokenizer, "w9 w8 w7 w6 w5 w4")
+    (logits,) = session.run(None, {session.get_inputs()[0].name: other.numpy()})
+    torch.testing.assert_close(torch.from_numpy(logits), model(input_ids=other).logits, atol=1e-5, rtol=1e-4)
+
+
+def test_auto_model_loads_the_body(family, folder, tokenizer):
+    lm = AutoModelForCausalLM.from_pretrained(folder).eval()
+    body = AutoModel.from_pretrained(folder).eval()
+    assert type(body).__name__.endswith("Model") and type(body) is type(lm.model)
+    ids = ids_of(tokenizer, "w1 w2 w3 w4")
+    torch.testing.assert_close(
+        body(input_ids=ids).last_hidden_state, lm(input_ids=ids, output_hidden_states=True).hidden_states[-1]
+    )
+
+
+def _two_classes(tokenizer, n: int, seed: int) -> Dataset:
+    """Class 0: lines of words w0..w39; class 1: lines of words w40..w79. Lengths vary, so batches are padded."""
+    generator = torch.Generator().manual_seed(seed)
+    texts, labels = [], []
+    for i in range(n):
+        label = i % 2
+        length = int(torch.randint(3, 9, (1,), generator=generator))
+        words = torch.randint(0, 40, (length,), generator=generator) + 40 * label
+        texts.append(" ".join(WORDS[w] for w in words))
+        labels.append(label)
+    return Dataset.from_dict({"text": texts, "label": labels}).map(
+        lambda batch: tokenizer(batch["text"]), batched=True, remove_columns=["text"]
+    )
+
+
+def test_sequence_classifier_fine_tunes_from_the_language_model(family, folder, tokenizer, tmp_path):
+    lm = AutoModelForCausalLM.from_pretrained(folder)
+    classifier = AutoModelForSequenceClassification.from_pretrained(folder, num_labels=2)
+    assert type(classifier).__name__.endswith("ForSequenceClassification")
+    for name, tensor in lm.model.state_dict().items():  # the pretrained body, not a fresh one
+        torch.testing.assert_close(classifier.model.state_dict()[name], tensor, msg=name)
+
+    args = TrainingArguments(
+        output_dir=str(tmp_path / "clf"),
+        num_train_epochs=4,
+        per_device_train_batch_size=16,
+        learning_rate=1e-2,
+        report_to=[],
+        use_cpu=True,
+    )
+    trainer = Trainer(
+        model=classifier,
+        args=args,
+        train_dataset=_two_classes(tokenizer, 128, seed=0),
+        data_collator=DataCollatorWithPadding(tokenizer),
+    )
+    trainer.train()
+    test = _two_classes(tokenizer, 64, seed=1)
+    predictions = trainer.predict(test)
+    accuracy = float((predictions.predictions.argmax(-1) == predictions.label_ids).mean())
+    assert accuracy >= 0.8, accuracy  # chance is 0.5
+
+
+def test_classifier_reads_the_last_real_token_under_left_and_right_padding(family, folder, tokenizer):
+    classifier = AutoModelForSequenceClassification.from_pretrained(folder, num_labels=3).eval()
+    alone = classifier(**tokenizer(["w3 w4 w5"], return_tensors="pt")).logits
+    for side in ("left", "right"):
+        tokenizer.padding_side = side
+        batch = tokenizer(["w3 w4 w5", "w1 w2 w3 w4 w5 w6 w7"], padding=True, return_tensors="pt")
+        torch.testing.assert_close(classifier(**batch).logits[:1], alone, msg=side)
+    tokenizer.padding_side = "right"
+
+
+def test_output_attentions_under_sdpa_matches_eager(tokenizer):
+    sdpa = make_model("transformer", tokenizer, attn_implementation="sdpa")
+    assert sdpa.config._attn_implementation == "sdpa"
+    eager = make_model("transformer", tokenizer, attn_implementation="eager")
+    ids = ids_of(tokenizer, "w1 w2 w3 w4")
+    got = sdpa(input_ids=ids, output_attentions=True).attentions
+    want = eager(input_ids=ids, output_attentions=True).attentions
+    assert len(got) == 2 and all(a is not None for a in got)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("name", ["gru", "lstm"])
+def test_stateful_models_refuse_assisted_decoding(name, tokenizer):
+    model = make_model(name, tokenizer)
+    assert model._is_stateful
+    with pytest.raises(ValueError, match="assisted generation is not supported with stateful models"):
+        model.generate(ids_of(tokenizer, "w1 w2"), assistant_model=make_model(name, tokenizer, seed=1), max_new_tokens=3)
+
+
+@pytest.mark.parametrize(
+    "name, target",
+    [("transformer", {"target_modules": ["qkv_proj", "o_proj"]}), ("lstm", {"target_parameters": ["weight_hh_l0"]})],
+)
+def test_peft_lora_trains_only_the_adapters(name, target, tokenizer):
+    peft = pytest.importorskip("peft")
+    model = make_model(name, tokenizer).train()
+    frozen = {k: v.clone() for k, v in model.state_dict().items()}
+    lora = peft.get_peft_model(model, peft.LoraConfig(r=4, lora_alpha=8, task_type="CAUSAL_LM", **target))
+    trainable = [p for p in lora.parameters() if p.requires_grad]
+    assert trainable and sum(p.numel() for p in trainable) < sum(p.numel() for p in lora.parameters()) / 2
+    optimizer = torch.optim.Adam(trainable, lr=1e-2)
+    ids = ids_of(tokenizer, " ".join(WORDS[:20]))
+    losses = []
+    for _ in range(20):
+        loss = lora(input_ids=ids, labels=ids).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0]
+    merged = lora.merge_and_unload()
+    assert set(merged.state_dict()) == set(frozen)  # merging leaves a plain hwlm model
+
+
+def test_tokenizer_carries_the_context_length(tokenizer, tmp_path):
+    from hwlm.tokenization import fit_tokenizer_to_model
+
+    model = make_model("transformer", tokenizer)
+    fitted = fit_tokenizer_to_model(tokenizer, model.config)
+    assert fitted.model_max_length == CONTEXT and fitted.truncation_side == "left"
+    fitted.save_pretrained(tmp_path)
+    reloaded = AutoTokenizer.from_pretrained(tmp_path)
+    assert reloaded.model_max_length == CONTEXT
+    long_text = " ".join(WORDS[:40])
+    ids = reloaded(long_text, truncation=True)["input_ids"]
+    assert ids == reloaded(" ".join(WORDS[40 - CONTEXT : 40]))["input_ids"]  # the most recent words are kept
+    recurrent = make_model("lstm", tokenizer)
+    assert fit_tokenizer_to_model(tokenizer, recurrent.config).model_max_length == tokenizer.model_max_length
