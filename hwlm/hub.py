@@ -9,11 +9,19 @@ Uploads send the whole folder (model, tokenizer, code, card, results, curves) wi
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
 
-__all__ = ["render_model_card", "write_model_card", "push_folder", "MODEL_CARD_TEMPLATE"]
+__all__ = [
+    "render_model_card",
+    "write_model_card",
+    "save_hub_folder",
+    "example_prompt",
+    "push_folder",
+    "MODEL_CARD_TEMPLATE",
+]
 
 # The top-level model_card.md, reached through the symlink hwlm/model_card.md so that it also ships as package
 # data in a (non-editable) installed hwlm.
@@ -32,6 +40,8 @@ def render_model_card(
     repo_id: str | None = None,
     num_parameters: int | None = None,
     template_path: str | os.PathLike | None = None,
+    language: str | None = "en",
+    prompt: str | None = None,
 ):
     """Render the model card for a trained folder.
 
@@ -42,6 +52,9 @@ def render_model_card(
         command: the exact command line of the run.
         settings: run settings to show (a flat mapping).
         dataset_name: Hub dataset id (goes to the ``datasets`` metadata) or a local description.
+        language: the corpus language (ISO 639-1) for the ``language`` metadata; ``None`` to leave it out.
+        prompt: the usage snippet's prompt, best taken from the model's own validation text (see
+            :func:`example_prompt`), so it is made of words the model knows.
     Returns:
         a ``huggingface_hub.ModelCard``.
     """
@@ -68,6 +81,7 @@ def render_model_card(
         pipeline_tag="text-generation",
         license=license,
         datasets=[dataset_name] if is_hub_dataset else None,
+        language=[language] if language else None,
         metrics=["perplexity"],
         tags=["hwlm", config.model_type, "word-level", "language-modeling"],
         eval_results=eval_results or None,
@@ -99,6 +113,7 @@ def render_model_card(
         repo_id=repo_id or "path/to/folder",
         command=command,
         settings=yaml.safe_dump(settings or {}, sort_keys=True).strip(),
+        prompt=json.dumps(prompt or "the"),  # a Python string literal, quotes escaped
     )
     return ModelCard.from_template(card_data, template_path=str(template), **kwargs)
 
@@ -109,6 +124,34 @@ def write_model_card(folder: str | os.PathLike, **kwargs) -> Path:
     path = Path(folder) / "README.md"
     card.save(str(path))
     return path
+
+
+def example_prompt(tokenizer, token_ids, num_words: int = 4) -> str | None:
+    """
+    The first run of ``num_words`` ordinary words (no special token, no ``<unk>``) in ``token_ids`` (N,), decoded:
+    a prompt that the model has seen the like of, for the card's usage snippet. ``None`` when there is none.
+    """
+    special = set(tokenizer.all_special_ids)
+    run: list[int] = []
+    for token in (int(t) for t in token_ids[: 100 * num_words]):
+        run = run + [token] if token not in special else []
+        if len(run) == num_words:
+            return tokenizer.decode(run).strip()
+    return None
+
+
+def save_hub_folder(folder: str | os.PathLike, model, tokenizer, *, card: dict[str, Any]) -> Path:
+    """
+    Write the Hub folder of a trained model: weights, config, generation config and code (``save_pretrained``),
+    the tokenizer fitted to the model's context (see ``hwlm.tokenization.fit_tokenizer_to_model``), and the model
+    card rendered from ``card`` (the keyword arguments of :func:`render_model_card` but ``config``).
+    """
+    from hwlm.tokenization import fit_tokenizer_to_model
+
+    folder = Path(folder)
+    model.save_pretrained(folder)
+    fit_tokenizer_to_model(tokenizer, model.config).save_pretrained(folder)
+    return write_model_card(folder, config=model.config, **card)
 
 
 def push_folder(

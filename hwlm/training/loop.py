@@ -529,7 +529,7 @@ def finish(accelerator, model, tokenizer, prepared, state, model_args, data_args
     """Evaluate the best model on validation and test and write the Hub-ready folder."""
     from transformers import AutoModelForCausalLM
 
-    from hwlm.hub import push_folder, write_model_card
+    from hwlm.hub import example_prompt, push_folder, save_hub_folder
 
     out = Path(args.output_dir)
     best_dir = out / BEST_DIR
@@ -557,21 +557,24 @@ def finish(accelerator, model, tokenizer, prepared, state, model_args, data_args
         for key, value in res.items():
             results[f"{split}_{key}"] = value
     if accelerator.is_main_process:
-        final.save_pretrained(out)
-        tokenizer.save_pretrained(out)
         (out / "all_results.json").write_text(json.dumps(results, indent=2))
         plot_curves(state, out / CURVES_FILE)
-        write_model_card(
+        prompt_source = prepared.stream_tensor("validation") if "validation_perplexity" in results else []
+        save_hub_folder(
             out,
-            model_name=args.hub_model_id.split("/")[-1] if args.hub_model_id else out.name,
-            config=final.config,
-            results=results,
-            command=command,
-            settings=settings,
-            dataset_name=getattr(data_args, "dataset_name", None),
-            license=args.license,
-            repo_id=args.hub_model_id,
-            num_parameters=results["num_parameters"],
+            final,
+            tokenizer,
+            card=dict(
+                model_name=args.hub_model_id.split("/")[-1] if args.hub_model_id else out.name,
+                results=results,
+                command=command,
+                settings=settings,
+                dataset_name=getattr(data_args, "dataset_name", None),
+                license=args.license,
+                repo_id=args.hub_model_id,
+                num_parameters=results["num_parameters"],
+                prompt=example_prompt(tokenizer, prompt_source),
+            ),
         )
         summary = ", ".join(f"{k} {v:.2f}" for k, v in results.items() if k.endswith("perplexity"))
         print(f"done: {summary}; model folder: {out}")
