@@ -237,7 +237,7 @@ def test_torch_export_matches_eager(family, tokenizer):
     ids = ids_of(tokenizer, "w1 w2 w3 w4 w5 w6")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # torch notes the fused RNN's flat-weight bookkeeping
-        program = torch.export.export(_Logits(model), (ids,))
+        program = torch.export.export(_Logits(model).eval(), (ids,))
     other = ids_of(tokenizer, "w9 w8 w7 w6 w5 w4")
     torch.testing.assert_close(program.module()(other), model(input_ids=other).logits)
 
@@ -248,7 +248,7 @@ def test_onnx_export_matches_eager(family, tokenizer, tmp_path):
     ids = ids_of(tokenizer, "w1 w2 w3 w4 w5 w6")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(_Logits(model), (ids,), dynamo=True, verbose=False).save(str(tmp_path / "model.onnx"))
+        torch.onnx.export(_Logits(model).eval(), (ids,), dynamo=True, verbose=False).save(str(tmp_path / "model.onnx"))
     session = ort.InferenceSession(str(tmp_path / "model.onnx"))
     other = ids_of(tokenizer, "w9 w8 w7 w6 w5 w4")
     (logits,) = session.run(None, {session.get_inputs()[0].name: other.numpy()})
@@ -377,3 +377,41 @@ def test_tokenizer_carries_the_context_length(tokenizer, tmp_path):
     assert ids == reloaded(" ".join(WORDS[40 - CONTEXT : 40]))["input_ids"]  # the most recent words are kept
     recurrent = make_model("lstm", tokenizer)
     assert fit_tokenizer_to_model(tokenizer, recurrent.config).model_max_length == tokenizer.model_max_length
+
+
+def test_pipeline_batches_and_streamers(family, folder, tokenizer):
+    from transformers import TextIteratorStreamer
+
+    generator = pipeline("text-generation", model=str(folder))
+    generator.tokenizer.padding_side = "left"
+    prompts = ["w1 w2 w3", "w7", "w4 w5"]
+    alone = [generator(p, max_new_tokens=4, min_new_tokens=4, do_sample=False)[0]["generated_text"] for p in prompts]
+    batched = generator(prompts, batch_size=3, max_new_tokens=4, min_new_tokens=4, do_sample=False)
+    assert [out[0]["generated_text"] for out in batched] == alone  # left padding changes nothing
+
+    model = generator.model
+    streamer = TextIteratorStreamer(tokenizer, skip_prompt=True)
+    ids = ids_of(tokenizer, "w1 w2 w3")
+    generated = model.generate(ids, max_new_tokens=4, min_new_tokens=4, do_sample=False, streamer=streamer)
+    assert "".join(streamer).split() == tokenizer.decode(generated[0, ids.shape[1] :]).split()
+
+
+def test_transition_scores_are_the_log_probabilities_of_the_chosen_tokens(family, tokenizer):
+    model = make_model(family, tokenizer)
+    ids = ids_of(tokenizer, "w1 w2 w3")
+    out = model.generate(ids, max_new_tokens=3, do_sample=False, output_scores=True, return_dict_in_generate=True)
+    scores = model.compute_transition_scores(out.sequences, out.scores, normalize_logits=True)  # (1, 3)
+    logits = model(input_ids=out.sequences).logits  # the naive recompute over the whole sequence
+    expected = torch.log_softmax(logits[0, ids.shape[1] - 1 : -1], dim=-1).gather(-1, out.sequences[0, ids.shape[1] :, None])
+    torch.testing.assert_close(scores[0], expected[:, 0], atol=1e-5, rtol=1e-4)
+
+
+def test_dynamic_quantization_stays_close(family, tokenizer):
+    model = make_model(family, tokenizer)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # torch.ao.quantization is slated to move to torchao
+        quantized = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear, torch.nn.LSTM, torch.nn.GRU})
+    assert any("quantized" in type(m).__module__ for m in quantized.modules())
+    ids = ids_of(tokenizer, "w1 w2 w3 w4 w5")
+    reference = torch.softmax(model(input_ids=ids).logits, -1)
+    torch.testing.assert_close(torch.softmax(quantized(input_ids=ids).logits, -1), reference, atol=0.02, rtol=0.1)

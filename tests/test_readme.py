@@ -74,3 +74,5 @@ def test_readme_python_blocks_run(tmp_path, monkeypatch, capsys):
     assert "torch.Size([1, 5, 2421])" in printed
     assert "the value of the expression " in printed and "the value of " in printed
     assert (tmp_path / "my-lstm" / "model.safetensors").exists()
+    assert (tmp_path / "my-transformer" / "model.safetensors").exists()
+    assert "eval_loss" in printed and "onnx matches: True" in printed
