@@ -286,11 +286,11 @@ def fit_tokenizer_to_model(tokenizer: PreTrainedTokenizerBase, config) -> PreTra
     """
     A copy of ``tokenizer`` that knows the model's context: for a model with ``max_position_embeddings`` (the
     Transformer), ``model_max_length`` is that context and truncation keeps the most recent tokens (the left side
-    is cut), so ``truncation=True`` and pipelines never hand the model more than it can read. Recurrent models
-    have no context limit; their tokenizer is returned unchanged.
+    is cut), so ``truncation=True`` and pipelines never hand the model more than it can read. Recurrent models and
+    Transformers with segment memory have no context limit; their tokenizer is returned unchanged.
     """
     limit = getattr(config, "max_position_embeddings", None)
-    if limit is None:
+    if limit is None or getattr(config, "memory_length", None) is not None:  # segment memory: any length
         return tokenizer
     fitted = copy.deepcopy(tokenizer)
     settings = {"model_max_length": int(limit), "truncation_side": "left"}

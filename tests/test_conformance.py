@@ -415,3 +415,19 @@ def test_dynamic_quantization_stays_close(family, tokenizer):
     ids = ids_of(tokenizer, "w1 w2 w3 w4 w5")
     reference = torch.softmax(model(input_ids=ids).logits, -1)
     torch.testing.assert_close(torch.softmax(quantized(input_ids=ids).logits, -1), reference, atol=0.02, rtol=0.1)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["lstm", "transformer"])
+def test_compile_fullgraph_matches_eager(name, tokenizer):
+    import torch._dynamo
+
+    torch._dynamo.reset()
+    model = make_model(name, tokenizer)
+    ids = ids_of(tokenizer, "w1 w2 w3 w4 w5")
+    # The README's recipe: dynamo leaves the fused RNN modules out of its graphs unless told to trace them.
+    with torch._dynamo.config.patch(allow_rnn=True):
+        compiled = torch.compile(model, fullgraph=True)
+        logits = compiled(input_ids=ids, use_cache=False).logits
+    torch.testing.assert_close(logits, model(input_ids=ids).logits)
+    torch._dynamo.reset()

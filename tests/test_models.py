@@ -24,6 +24,10 @@ FAMILIES = {
         "hwlm_transformer",
         {"num_attention_heads": 2, "max_position_embeddings": 40, "position_embedding_type": "sinusoidal"},
     ),
+    "transformer_memory": (
+        "hwlm_transformer",
+        {"num_attention_heads": 2, "position_embedding_type": "alibi", "memory_length": 5},
+    ),
 }
 RECURRENT = [name for name, (model_type, _) in FAMILIES.items() if model_type != "hwlm_transformer"]
 # AWD-LSTM regularisers (recurrent) / dropouts (Transformer), all on: used where training-mode behaviour matters.

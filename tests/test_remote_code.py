@@ -50,7 +50,7 @@ LOADER = textwrap.dedent(
 )
 
 
-@pytest.mark.parametrize("name", ["rnn_tanh", "lstm_tied_projection", "transformer_sinusoidal"])
+@pytest.mark.parametrize("name", ["rnn_tanh", "lstm_tied_projection", "transformer_sinusoidal", "transformer_memory"])
 def test_folder_loads_without_hwlm(name, tmp_path):
     model = make_model(name)
     folder = tmp_path / "model"

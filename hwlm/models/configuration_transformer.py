@@ -11,7 +11,7 @@ from .config_checks import (
     check_probability,
 )
 
-POSITION_EMBEDDING_TYPES = ("learned", "sinusoidal")
+POSITION_EMBEDDING_TYPES = ("learned", "sinusoidal", "alibi")
 HIDDEN_ACTIVATIONS = ("gelu", "relu", "gelu_new", "silu")
 
 
@@ -34,9 +34,17 @@ class HwlmTransformerConfig(PreTrainedConfig):
         hidden_act (`str`, *optional*, defaults to `"gelu"`):
             Activation of the feed-forward block: `"gelu"`, `"gelu_new"`, `"relu"` or `"silu"`.
         max_position_embeddings (`int`, *optional*, defaults to 256):
-            Longest sequence the model accepts (prompt plus generated tokens).
+            Longest sequence the model accepts (prompt plus generated tokens). A model with `memory_length` reads
+            streams of any length and ignores it.
         position_embedding_type (`str`, *optional*, defaults to `"learned"`):
-            `"learned"` (a trained table, as GPT-2) or `"sinusoidal"` (fixed, as Vaswani et al. 2017).
+            `"learned"` (a trained table, as GPT-2), `"sinusoidal"` (fixed, as Vaswani et al. 2017) or `"alibi"` (no
+            position embedding: each head adds `-slope * distance` to its attention scores, Press et al. 2022).
+        memory_length (`int`, *optional*):
+            Segment memory (Transformer-XL's recurrence, Dai et al. 2019): every position attends to itself and at
+            most `memory_length` earlier positions, and the cache keeps exactly those keys and values per layer. In
+            stream training and evaluation the cache is carried from window to window (detached), as a recurrent
+            model's state is, so context crosses window boundaries. Needs `position_embedding_type="alibi"`:
+            positions must enter only as distances for the memory to stay valid across windows. `None`: off.
         layer_norm_eps (`float`, *optional*, defaults to 1e-5):
             Epsilon of the LayerNorms.
         embedding_dropout (`float`, *optional*, defaults to 0.0):
@@ -86,6 +94,7 @@ class HwlmTransformerConfig(PreTrainedConfig):
     hidden_act: str = "gelu"
     max_position_embeddings: int = 256
     position_embedding_type: str = "learned"
+    memory_length: int | None = None
     layer_norm_eps: float = 1e-5
     embedding_dropout: float = 0.0
     hidden_dropout: float = 0.0
@@ -118,12 +127,25 @@ class HwlmTransformerConfig(PreTrainedConfig):
                 f"pick a head count such as {_divisors_hint(self.hidden_size)}."
             )
         check_choice("position_embedding_type", self.position_embedding_type, POSITION_EMBEDDING_TYPES)
+        check_optional_positive_int("memory_length", self.memory_length)
+        if self.memory_length is not None and self.position_embedding_type != "alibi":
+            raise ValueError(
+                f"memory_length={self.memory_length} needs position_embedding_type='alibi', got "
+                f"{self.position_embedding_type!r}: with a memory carried across windows, absolute positions would "
+                "restart at 0 in every window. Set position_embedding_type='alibi' or drop memory_length."
+            )
         check_choice("hidden_act", self.hidden_act, HIDDEN_ACTIVATIONS)
         for name in ("embedding_dropout", "hidden_dropout", "attention_dropout"):
             check_probability(name, getattr(self, name))
         check_positive_float("layer_norm_eps", self.layer_norm_eps)
         check_positive_float("initializer_range", self.initializer_range)
         check_output_layer_and_token_ids(self)
+
+
+    @property
+    def sliding_window(self) -> int | None:
+        """The attention span transformers' masks and caches read: the position itself plus `memory_length`."""
+        return self.memory_length + 1 if self.memory_length is not None else None
 
 
 def _divisors_hint(n: int) -> str:

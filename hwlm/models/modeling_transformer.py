@@ -25,8 +25,9 @@ from torch import nn
 from transformers import GenerationMixin, PreTrainedModel
 from transformers import initialization as init
 from transformers.activations import ACT2FN
-from transformers.cache_utils import Cache, DynamicCache
-from transformers.masking_utils import create_causal_mask
+from torch.utils import _pytree as pytree
+from transformers.cache_utils import Cache, DynamicCache, DynamicSlidingWindowLayer
+from transformers.masking_utils import create_causal_mask, create_sliding_window_causal_mask
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPast
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, slice_logits_to_keep
@@ -78,6 +79,52 @@ def sinusoidal_positions(num_positions: int, width: int) -> torch.Tensor:
     table[:, 0::2] = torch.sin(position * frequency)
     table[:, 1::2] = torch.cos(position * frequency[: width // 2])
     return table
+
+
+def alibi_slopes(num_heads: int) -> torch.Tensor:
+    """ALiBi's per-head slopes (Press et al. 2022): head h of nh gets 2^(-8h/nh), from 2^(-8/nh) down to 2^-8. (nh,)"""
+    return torch.pow(2.0, -8.0 * torch.arange(1, num_heads + 1, dtype=torch.float32) / num_heads)
+
+
+class SegmentMemory(DynamicCache):
+    """
+    The memory a Transformer with `memory_length` carries from window to window: per layer, the keys and values of
+    the last `memory_length` positions (transformers' sliding-window cache layers), and how many tokens it has seen.
+    It is the `cache` in and out, like a recurrent model's state: truncated BPTT calls `detach()` between windows.
+    """
+
+    def __init__(self, config: HwlmTransformerConfig):
+        super().__init__(config=config)
+
+    def detach(self) -> "SegmentMemory":
+        """Cut the memory from the autograd graph (in place; returns the memory): the truncation of truncated BPTT."""
+        for layer in self.layers:
+            if layer.is_initialized:
+                layer.keys, layer.values = layer.keys.detach(), layer.values.detach()
+        return self
+
+
+def _flatten_memory(memory: SegmentMemory):
+    layers = [layer for layer in memory.layers if layer.is_initialized]
+    leaves = [t for layer in layers for t in (layer.keys, layer.values)]
+    context = (memory.layers[0].sliding_window, len(memory.layers), [layer.cumulative_length for layer in layers])
+    return leaves, context
+
+
+def _unflatten_memory(leaves, context) -> SegmentMemory:
+    sliding_window, num_layers, seen = context
+    memory = SegmentMemory.__new__(SegmentMemory)
+    Cache.__init__(memory, layers=[DynamicSlidingWindowLayer(sliding_window) for _ in range(num_layers)])
+    for layer, keys, values, count in zip(memory.layers, leaves[0::2], leaves[1::2], seen):
+        layer.lazy_initialization(keys, values)
+        layer.keys, layer.values, layer.cumulative_length = keys, values, count
+    return memory
+
+
+# A pytree node: `torch.export` can take and return a memory, and a checkpoint can store it as plain tensors.
+pytree.register_pytree_node(
+    SegmentMemory, _flatten_memory, _unflatten_memory, serialized_type_name=f"{__name__}.SegmentMemory"
+)
 
 
 class HwlmAttention(nn.Module):
@@ -171,6 +218,12 @@ class HwlmTransformerPreTrainedModel(HwlmStrictLoadingMixin, PreTrainedModel):
         "AutoModelForSequenceClassification": "HwlmTransformerForSequenceClassification",
     }
 
+    @property
+    def _is_stateful(self) -> bool:
+        # With segment memory the cache is carried across the windows of a stream like a recurrent state (hwlm's
+        # training and evaluation read this), and a sliding-window cache cannot be rewound (transformers reads it).
+        return self.config.memory_length is not None
+
     def _init_weights(self, module: nn.Module) -> None:
         # GPT-2's scheme: N(0, 0.02) everywhere, residual output projections scaled by 1/sqrt(2L).
         std = self.config.initializer_range
@@ -183,11 +236,14 @@ class HwlmTransformerPreTrainedModel(HwlmStrictLoadingMixin, PreTrainedModel):
         elif isinstance(module, nn.LayerNorm):
             init.ones_(module.weight)
             init.zeros_(module.bias)
-        elif isinstance(module, HwlmTransformerModel) and module.embed_positions is None:
-            # The sinusoidal table is a non-persistent buffer: from_pretrained builds it on the meta device, so it
-            # must be recomputed here rather than loaded.
+        elif isinstance(module, HwlmTransformerModel):
+            # The sinusoidal table and the ALiBi slopes are non-persistent buffers: from_pretrained builds them on the
+            # meta device, so they must be recomputed here rather than loaded.
             config = self.config
-            init.copy_(module.position_table, sinusoidal_positions(config.max_position_embeddings, config.hidden_size))
+            if module.position_table is not None:
+                init.copy_(module.position_table, sinusoidal_positions(config.max_position_embeddings, config.hidden_size))
+            if module.alibi_slopes is not None:
+                init.copy_(module.alibi_slopes, alibi_slopes(config.num_attention_heads))
         if isinstance(module, (HwlmAttention, HwlmMLP)):
             projection = module.o_proj if isinstance(module, HwlmAttention) else module.fc_out
             init.normal_(projection.weight, mean=0.0, std=std / math.sqrt(2 * self.config.num_hidden_layers))
@@ -199,24 +255,25 @@ class HwlmTransformerModel(HwlmTransformerPreTrainedModel):
     def __init__(self, config: HwlmTransformerConfig):
         super().__init__(config)
         self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
-        if config.position_embedding_type == "learned":
-            self.embed_positions = nn.Embedding(config.max_position_embeddings, config.hidden_size)
-        else:
-            self.embed_positions = None
-            # Not persistent: a fixed function of the config, recomputed at load time rather than stored.
-            self.register_buffer(
-                "position_table",
-                sinusoidal_positions(config.max_position_embeddings, config.hidden_size),
-                persistent=False,
-            )
+        # Fixed functions of the config are non-persistent buffers: recomputed at load time rather than stored.
+        kind = config.position_embedding_type
+        self.embed_positions = (
+            nn.Embedding(config.max_position_embeddings, config.hidden_size) if kind == "learned" else None
+        )
+        table = sinusoidal_positions(config.max_position_embeddings, config.hidden_size) if kind == "sinusoidal" else None
+        self.register_buffer("position_table", table, persistent=False)
+        slopes = alibi_slopes(config.num_attention_heads) if kind == "alibi" else None
+        self.register_buffer("alibi_slopes", slopes, persistent=False)
         self.dropout = nn.Dropout(config.embedding_dropout)
         self.layers = nn.ModuleList(HwlmDecoderLayer(config, i) for i in range(config.num_hidden_layers))
         self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.gradient_checkpointing = False
         self.post_init()
 
-    def _positions(self, position_ids: torch.LongTensor, past: int, time: int, dtype: torch.dtype) -> torch.Tensor:
-        """Position vectors (B or 1, T, C) of the new tokens, refusing positions beyond the table."""
+    def _positions(self, position_ids: torch.LongTensor, past: int, time: int, dtype: torch.dtype) -> torch.Tensor | float:
+        """Position vectors (B or 1, T, C) of the new tokens (0 with ALiBi), refusing positions beyond the context."""
+        if self.config.memory_length is not None:  # ALiBi, attention span memory_length + 1: any length works
+            return 0.0
         limit = self.config.max_position_embeddings
         # The range check on the ids' values is a data-dependent branch: skipped when traced (export, compile).
         if past + time > limit or (not is_tracing() and int(position_ids.max()) >= limit):
@@ -227,7 +284,43 @@ class HwlmTransformerModel(HwlmTransformerPreTrainedModel):
             )
         if self.embed_positions is not None:
             return self.embed_positions(position_ids)
-        return self.position_table[position_ids].to(dtype)
+        if self.position_table is not None:
+            return self.position_table[position_ids].to(dtype)
+        return 0.0  # ALiBi: positions enter the attention scores, not the embeddings
+
+    def _alibi_mask(self, inputs_embeds, attention_mask, cache, position_ids, past: int) -> torch.Tensor:
+        """
+        The additive mask (B, nh, T, S) of ALiBi attention: causal (and, with memory, limited to `memory_length`
+        earlier positions) and padding as transformers builds them, plus `-slope_h * distance` per head. The S keys
+        are the last S positions up to the newest token (cached, then new), so distances need no absolute positions.
+        """
+        config = copy.copy(self.config)
+        config._attn_implementation = "eager"  # an additive float mask, to which the bias is added
+        build = create_sliding_window_causal_mask if config.memory_length is not None else create_causal_mask
+        mask = build(
+            config=config, inputs_embeds=inputs_embeds, attention_mask=attention_mask, cache=cache, position_ids=position_ids
+        )  # (B, 1, T, S)
+        time, keys = mask.shape[-2:]
+        query_positions = past + torch.arange(time, device=mask.device)  # (T,)
+        key_positions = past + time - keys + torch.arange(keys, device=mask.device)  # (S,)
+        distance = (query_positions[:, None] - key_positions[None, :]).clamp(min=0)  # (T, S)
+        bias = -self.alibi_slopes.to(mask.device)[:, None, None] * distance  # (nh, T, S)
+        return mask + bias.to(mask.dtype).unsqueeze(0)  # (B, nh, T, S)
+
+    def _causal_mask(self, inputs_embeds, attention_mask, cache, position_ids, output_attentions: bool):
+        """transformers' causal mask (with padding and cache) in the form the attention implementation takes."""
+        config = self.config
+        if output_attentions and config._attn_implementation != "eager":
+            # These calls attend eagerly (see HwlmAttention), so they need the eager (additive) mask.
+            config = copy.copy(config)
+            config._attn_implementation = "eager"
+        return create_causal_mask(
+            config=config,
+            inputs_embeds=inputs_embeds,
+            attention_mask=attention_mask,
+            cache=cache,
+            position_ids=position_ids,
+        )
 
     @can_return_tuple
     @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
@@ -272,7 +365,7 @@ class HwlmTransformerModel(HwlmTransformerPreTrainedModel):
         output_hidden_states = config.output_hidden_states if output_hidden_states is None else output_hidden_states
         output_attentions = config.output_attentions if output_attentions is None else output_attentions
         if use_cache and cache is None:
-            cache = DynamicCache(config=config)
+            cache = SegmentMemory(config) if config.memory_length is not None else DynamicCache(config=config)
         cache = cache if use_cache else None
 
         if inputs_embeds is None:
@@ -283,18 +376,10 @@ class HwlmTransformerModel(HwlmTransformerPreTrainedModel):
             position_ids = torch.arange(past, past + time, device=inputs_embeds.device).unsqueeze(0)  # (1, T)
         x = self.dropout(inputs_embeds + self._positions(position_ids, past, time, inputs_embeds.dtype))
 
-        mask_config = config
-        if output_attentions and config._attn_implementation != "eager":
-            # These calls attend eagerly (see HwlmAttention), so they need the eager (additive) mask.
-            mask_config = copy.copy(config)
-            mask_config._attn_implementation = "eager"
-        mask = create_causal_mask(
-            config=mask_config,
-            inputs_embeds=inputs_embeds,
-            attention_mask=attention_mask,
-            cache=cache,
-            position_ids=position_ids,
-        )
+        if config.position_embedding_type == "alibi":
+            mask = self._alibi_mask(inputs_embeds, attention_mask, cache, position_ids, past)
+        else:
+            mask = self._causal_mask(inputs_embeds, attention_mask, cache, position_ids, output_attentions)
         all_hidden = [x] if output_hidden_states else None
         all_probs = [] if output_attentions else None
         for layer in self.layers:
@@ -323,8 +408,9 @@ class HwlmTransformerForCausalLM(HwlmCausalLMMixin, HwlmTransformerPreTrainedMod
         super().__init__(config)
         self.model = HwlmTransformerModel(config)
         self.lm_head = build_lm_head(config, config.hidden_size)
-        # A default pipeline or generate() call stops at the context the model was trained for.
-        self.generation_config.max_length = config.max_position_embeddings
+        if config.memory_length is None:
+            # A default pipeline or generate() call stops at the context the model was trained for.
+            self.generation_config.max_length = config.max_position_embeddings
         self.post_init()
 
     @can_return_tuple
