@@ -23,6 +23,11 @@ and through h_t. `layer{l}.c` is the total derivative, the exercise's quantity
 gradient of the carried cell tensor (the second term) with o_t read from the layer's weights.
 `layer{l}.c_carried` is the second term alone: the constant-error-carousel path.
 
+A Transformer with segment memory (`memory_length`) is run as it is trained: in windows of `window` tokens (the last
+window ends at T), the memory carried from one to the next and detached. The gradient of L then stops at the window
+boundary: every position before the last window gets exactly zero, however far the memory's attention reaches in the
+forward pass (`diagnostics["max_gradient_before_window"]` reports it, and the plot has no points there).
+
 Computation is in float64 on a copy of the model: a tanh RNN's gradient falls by ~10^-20 over 60 steps at
 initialisation, and float32 would flush the tail of the curve to zero.
 
@@ -170,7 +175,37 @@ def _one_pass_gradients(model, embeds: torch.Tensor, targets: torch.LongTensor):
     return loss, vectors, {}
 
 
-def position_gradients(model, input_ids: torch.LongTensor, targets: torch.LongTensor, *, dtype=torch.float64):
+def _windowed_gradients(model, embeds: torch.Tensor, targets: torch.LongTensor, window: int):
+    """Segment-memory models: windows of `window` tokens (the last ending at T), memory carried and detached."""
+    time = embeds.shape[1]
+    embeds = embeds.detach().requires_grad_()
+    starts = sorted(range(time - window, -window, -window))
+    cache, hidden = None, []
+    for start in starts:
+        chunk = embeds[:, max(start, 0) : start + window]
+        out = model(inputs_embeds=chunk, cache=cache, use_cache=True, output_hidden_states=True)
+        for tensor in out.hidden_states[1:]:
+            tensor.retain_grad()
+        hidden.append(out.hidden_states[1:])
+        cache = out.cache.detach()  # the truncation of truncated BPTT, as in training
+    loss = _last_position_loss(out.logits, targets)
+    loss.backward()
+    vectors = {"embedding": embeds.grad}
+    for i in range(model.config.num_hidden_layers):
+        layer = [h[i].grad if h[i].grad is not None else torch.zeros_like(h[i]) for h in hidden]
+        vectors[f"layer{i + 1}.h"] = torch.cat(layer, dim=1)  # (B, T, C)
+    before = time - min(window, time)
+    diagnostics = {
+        "window": window,
+        "memory_length": model.config.memory_length,
+        "max_gradient_before_window": float(embeds.grad[:, :before].abs().max()) if before else 0.0,
+    }
+    return loss, vectors, diagnostics
+
+
+def position_gradients(
+    model, input_ids: torch.LongTensor, targets: torch.LongTensor, *, dtype=torch.float64, window: int | None = None
+):
     """
     Gradient vectors of the last-position loss with respect to every position's embedding, layer outputs and (LSTM)
     cell states.
@@ -181,6 +216,8 @@ def position_gradients(model, input_ids: torch.LongTensor, targets: torch.LongTe
         targets (`torch.LongTensor` of shape `(B,)`): the token that follows each sequence (the target of the
             prediction at position T).
         dtype (`torch.dtype`): precision of the computation (float64 by default, see the module docstring).
+        window (`int`, *optional*): for a Transformer with segment memory, the training window (default: its
+            `memory_length`); ignored by other models.
 
     Returns:
         `(loss, vectors, diagnostics)`: the summed loss (a 0-d tensor), a dict series name → gradient tensor
@@ -195,6 +232,9 @@ def position_gradients(model, input_ids: torch.LongTensor, targets: torch.LongTe
     with torch.enable_grad():
         embeds = work.get_input_embeddings()(input_ids.to(work.device))  # (B, T, E)
         targets = targets.to(work.device)
+        memory = getattr(work.config, "memory_length", None)
+        if memory is not None:
+            return _windowed_gradients(work, embeds, targets, window or memory)
         if getattr(work, "_is_stateful", False):
             return _recurrent_gradients(work, embeds, targets)
         return _one_pass_gradients(work, embeds, targets)
@@ -216,13 +256,20 @@ def decay_per_step(norms: list[float | None], start: int = 1) -> float | None:
 
 
 def gradient_flow(
-    model, input_ids: torch.LongTensor, targets: torch.LongTensor, *, label: str = "model", dtype=torch.float64
+    model,
+    input_ids: torch.LongTensor,
+    targets: torch.LongTensor,
+    *,
+    label: str = "model",
+    dtype=torch.float64,
+    window: int | None = None,
 ) -> GradientFlow:
     """
     Measure the gradient flow of `model` on `input_ids` (B, T) with next tokens `targets` (B,): per series the
-    norm at each distance d = T - t (geometric mean over the B sequences) and the fitted per-step decay.
+    norm at each distance d = T - t (geometric mean over the B sequences) and the fitted per-step decay. `window`:
+    see `position_gradients`.
     """
-    loss, vectors, diagnostics = position_gradients(model, input_ids, targets, dtype=dtype)
+    loss, vectors, diagnostics = position_gradients(model, input_ids, targets, dtype=dtype, window=window)
     norms: dict[str, list[float | None]] = {}
     decay: dict[str, float | None] = {}
     for name, grad in vectors.items():

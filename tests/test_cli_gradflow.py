@@ -65,7 +65,7 @@ def test_compare_defaults_at_toy_scale(tmp_path, corpus):
     ])
     result = json.loads((out / "gradflow_compare.json").read_text())
     assert (out / "gradflow_compare.png").is_file()
-    labels = ["tanh RNN", "GRU", "LSTM", "Transformer"]
+    labels = ["tanh RNN", "GRU", "LSTM", "Transformer", "Transformer + memory"]
     assert [m["label"] for m in result["at_init"]] == labels == [m["label"] for m in result["trained"]]
     assert all(result["training"][label]["train_steps"] == 3 for label in labels)
     # the same number of tokens per step for streams and blocks (6 * 4 = 24 = 2 blocks of 12)
@@ -74,3 +74,8 @@ def test_compare_defaults_at_toy_scale(tmp_path, corpus):
     # training changed the weights, hence the measured gradients
     assert result["at_init"][2]["norms"]["layer1.c"] != result["trained"][2]["norms"]["layer1.c"]
     assert torch.tensor(result["trained"][0]["norms"]["layer1.h"]).isfinite().all()
+    # segment memory: streams of bptt windows, and no gradient across the detached window boundary
+    memory = result["trained"][4]
+    assert result["training"]["Transformer + memory"]["batching"] == "streams"
+    assert memory["diagnostics"] == {"window": 6, "memory_length": 6, "max_gradient_before_window": 0.0}
+    assert memory["norms"]["embedding"][6:] == [None] * 4 and None not in memory["norms"]["embedding"][:6]

@@ -29,6 +29,8 @@ DEFAULT_MODELS = (
     ("GRU", "hwlm_rnn", {"cell_type": "gru"}),
     ("LSTM", "hwlm_lstm", {}),
     ("Transformer", "hwlm_transformer", {}),
+    # Segment memory of one training window (--bptt), trained on streams like the recurrent models.
+    ("Transformer + memory", "hwlm_transformer", {"position_embedding_type": "alibi", "memory_length": None}),
 )
 
 
@@ -45,8 +47,8 @@ class GradflowArguments:
     )
     compare_defaults: bool = field(
         default=False,
-        metadata={"help": "Compare a tanh RNN, a GRU, an LSTM and a Transformer of the same size, at "
-                  "initialisation and after a short training run on the data flags' corpus."},
+        metadata={"help": "Compare a tanh RNN, a GRU, an LSTM, a Transformer and a Transformer with segment memory "
+                  "of the same size, at initialisation and after a short training run on the data flags' corpus."},
     )
     output_dir: str = field(default="outputs/gradflow", metadata={"help": "Where the JSON and PNG are written."})
     sequence_length: int = field(default=64, metadata={"help": "T: positions in each measured sequence."})
@@ -174,6 +176,13 @@ def _summary(flows) -> str:
     for flow in flows:
         decay = ", ".join(f"{k} {v:.3f}" for k, v in flow.decay.items() if v is not None and not k.endswith("_carried"))
         lines.append(f"  {flow.label}: per-step ratio {decay}")
+        diagnostics = flow.info["diagnostics"]
+        if "max_gradient_before_window" in diagnostics:
+            lines.append(
+                f"    segment memory: the gradient before the last {diagnostics['window']}-token window is "
+                f"{diagnostics['max_gradient_before_window']:g} (the memory is detached between windows; its "
+                "attention still reads that context in the forward pass)"
+            )
     return "\n".join(lines)
 
 
@@ -197,7 +206,7 @@ def measure_models(args: GradflowArguments, data_args) -> dict:
 
 
 def compare_defaults(args: GradflowArguments, data_args) -> dict:
-    """``--compare_defaults``: the four default architectures at init and after ``max_train_steps`` of AdamW."""
+    """``--compare_defaults``: the five default architectures at init and after ``max_train_steps`` of AdamW."""
     from transformers import AutoModelForCausalLM
 
     from hwlm.analysis import gradient_flow
@@ -212,14 +221,14 @@ def compare_defaults(args: GradflowArguments, data_args) -> dict:
     ids, targets, source = _sequences(args, prepared, len(tokenizer))
     at_init, trained, runs = [], [], {}
     for label, model_type, extra in DEFAULT_MODELS:
-        fields = {**size, **extra}
+        fields = {**size, **{k: (args.bptt if k == "memory_length" else v) for k, v in extra.items()}}
         if model_type == "hwlm_transformer":  # the only family with a context length and heads to size
             fields.update(max_position_embeddings=context, num_attention_heads=4, intermediate_size=4 * args.hidden_size)
         model_args = ModelArguments(
             model_type=model_type, config_overrides=",".join(f"{k}={v}" for k, v in fields.items())
         )
         model = _build(model_args, tokenizer, args.seed)
-        at_init.append(gradient_flow(model, ids, targets, label=label))
+        at_init.append(gradient_flow(model, ids, targets, label=label, window=args.bptt))
         run_dir = out / "models" / label.replace(" ", "_").lower()
         carries_state = supports_state_carrying(model)
         # The same number of training tokens per step for every model: bptt-token windows or block_size blocks.
@@ -242,7 +251,8 @@ def compare_defaults(args: GradflowArguments, data_args) -> dict:
             "tokens_per_step": batch_size * (args.bptt if carries_state else data_args.block_size),
             "config_overrides": model_args.config_overrides,
         }
-        trained.append(gradient_flow(AutoModelForCausalLM.from_pretrained(run_dir), ids, targets, label=label))
+        trained_model = AutoModelForCausalLM.from_pretrained(run_dir)
+        trained.append(gradient_flow(trained_model, ids, targets, label=label, window=args.bptt))
     payload = {
         "sequence": {**source, "sequence_length": args.sequence_length, "num_sequences": args.num_sequences},
         "loss": "cross-entropy of the prediction at the last position T; norms indexed by distance d = T - t",
