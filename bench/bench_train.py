@@ -8,6 +8,8 @@ vocabulary sizes: PTB (10k) and WikiText-2 (33k), on the real corpora when they 
   hwlm's own ``StreamLoader`` windows, ``model(input_ids=x, shift_labels=y, cache=state, use_cache=True)`` and
   ``outputs.cache.detach()``, exactly as ``hwlm.training.loop`` does (the Transformer reads the same windows
   without a cache, like the classic example's Transformer).
+- the Transformer with segment memory (``memory_length`` = bptt, ALiBi) against hwlm's plain Transformer on the same
+  windows: what carrying the memory costs.
 - reference: pytorch/examples ``word_language_model`` (``batchify``/``get_batch``, ``nn.Embedding`` +
   multi-layer ``nn.LSTM``/``nn.RNN`` + ``nn.Linear``, ``log_softmax`` + ``nll_loss``, ``repackage_hidden``); for
   the Transformer a pre-LN ``nn.TransformerEncoder`` with a causal mask, the same width, heads and feed-forward.
@@ -35,7 +37,9 @@ import hwlm  # noqa: F401  registers the model types
 from hwlm.training.loaders import StreamLoader
 from transformers import AutoConfig, AutoModelForCausalLM
 
-FAMILIES = ("lstm", "rnn", "transformer")
+FAMILIES = ("lstm", "rnn", "transformer", "transformer_memory")
+# The segment-memory Transformer is compared with hwlm's plain Transformer at the same window: what the memory costs.
+AGAINST_PLAIN = {"transformer_memory"}
 LR, CLIP = 20.0, 0.25
 
 
@@ -47,9 +51,11 @@ def sizes_for(args) -> dict:
 
 def hwlm_model(family: str, vocab_size: int, s: dict, **extra):
     """The hwlm model of ``family`` at sizes ``s``, built through the Auto classes."""
-    if family == "transformer":
+    if family.startswith("transformer"):
         kw = {"num_attention_heads": s["heads"], "intermediate_size": 4 * s["hidden"],
               "max_position_embeddings": max(64, s["bptt"]), "hidden_act": "gelu"}
+        if family == "transformer_memory":  # a memory of one window, carried across windows like a state
+            kw.update(position_embedding_type="alibi", memory_length=s["bptt"])
         model_type = "hwlm_transformer"
     else:
         kw = {} if family == "lstm" else {"cell_type": "tanh"}
@@ -160,14 +166,19 @@ def main(argv=None) -> dict:
         for family in args.families:
             torch.manual_seed(0)
             ours = hwlm_model(family, data["vocab_size"], s)
-            ref = reference_model(family, data["vocab_size"], s)
-            sides = {"hwlm": hwlm_trainer(ours, data["train"], s, steps),
-                     "reference": reference_trainer(ref, family, data["train"], s, steps)}
+            if family in AGAINST_PLAIN:
+                ref = hwlm_model("transformer", data["vocab_size"], s)
+                reference = hwlm_trainer(ref, data["train"], s, steps)
+            else:
+                ref = reference_model(family, data["vocab_size"], s)
+                reference = reference_trainer(ref, family, data["train"], s, steps)
+            sides = {"hwlm": hwlm_trainer(ours, data["train"], s, steps), "reference": reference}
             m = paired_rates(sides, rounds=rounds)
             results.append({"corpus": corpus, "family": family, "vocab_size": data["vocab_size"],
                             "source": data["source"], "sizes": s, "steps_per_round": steps, "rounds": rounds,
                             "params": {"hwlm": num_params(ours), "reference": num_params(ref)}, **m})
-            rows.append([f"{family} / {corpus} (V={data['vocab_size']:,})", m["hwlm"]["median"],
+            label = "transformer + memory (reference: hwlm's plain transformer)" if family in AGAINST_PLAIN else family
+            rows.append([f"{label} / {corpus} (V={data['vocab_size']:,})", m["hwlm"]["median"],
                          m["reference"]["median"], f"{m['ratio']:.2f}x", m["hwlm"]["rss_growth_mb"],
                          m["reference"]["rss_growth_mb"]])
     table = markdown_table(["model / vocabulary", "hwlm tok/s", "reference tok/s", "hwlm/ref (>= 1.0)",

@@ -44,7 +44,7 @@ def test_every_benchmark_writes_json_and_a_table(outputs):
 def test_training_rows_cover_every_family_and_vocabulary(outputs):
     rows = outputs[0]["train"]["rows"]
     assert {(r["family"], r["corpus"]) for r in rows} == {
-        (f, c) for f in ("lstm", "rnn", "transformer") for c in ("ptb", "wikitext-2")
+        (f, c) for f in ("lstm", "rnn", "transformer", "transformer_memory") for c in ("ptb", "wikitext-2")
     }
     for r in rows:
         assert positive(r["hwlm"]["median"]) and positive(r["reference"]["median"]) and positive(r["ratio"])
