@@ -43,6 +43,7 @@ from hwlm.training.session import (
     claim_output_dir,
     is_useless_loss,
     next_branch,
+    process_table,
     restore_state,
     state_writer,
 )
@@ -299,6 +300,7 @@ def train(model_args, data_args, args, command: str | None = None) -> dict[str, 
         )
         payload = ({"command": command, "settings": settings} if saved is None
                    else {"last_resume": {"command": command, "from": str(resume_path), "changed": changes}})
+        payload["processes"] = process_table(accelerator)  # one entry per rank: proof of what actually ran
         lock = claim_output_dir(accelerator, args, marker=RUN_FILE, writes=TRAIN_WRITES, check=check_output_dir,
                                 resume=saved is not None, payload=payload)
         with tracked_writes(out, RUN_FILE) if accelerator.is_main_process else nullcontext():

@@ -28,6 +28,7 @@ __all__ = [
     "claim_output_dir",
     "is_useless_loss",
     "next_branch",
+    "process_table",
     "restore_state",
     "state_writer",
 ]
@@ -56,6 +57,17 @@ def check_launch(accelerator) -> None:
             f"ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes {world} ...; on GPUs check that "
             "torch sees them (torch.cuda.device_count())."
         )
+
+
+def process_table(accelerator) -> list[dict]:
+    """``[{"rank", "pid", "host", "device"}]`` of every process of the run (gathered; the same on every rank)."""
+    import socket
+
+    from accelerate.utils import gather_object
+
+    me = {"rank": accelerator.process_index, "pid": os.getpid(), "host": socket.gethostname(),
+          "device": str(accelerator.device)}
+    return gather_object([me]) if accelerator.num_processes > 1 else [me]
 
 
 def claim_output_dir(accelerator, args, *, marker: str, writes: tuple, check, resume: bool, payload: dict):
