@@ -85,8 +85,9 @@ def test_tokenizer_refuses_to_replace_a_foreign_tokenizer_config(tmp_path, capsy
     # its own earlier output is rebuilt in place (the committed tokenizer/ folder works this way)
     own = tmp_path / "tok"
     main(["--train_file", str(corpus), "--output_dir", str(own)])
+    (own / "notes.txt").write_text("mine")
     main(["--train_file", str(corpus), "--output_dir", str(own)])
-    assert "tokenizer.json" in json.loads((own / "hwlm_tokenizer.json").read_text())["written"]
+    assert (own / "notes.txt").read_text() == "mine" and (own / "tokenizer.json").is_file()
 
 
 def test_overwrite_output_dir_removes_only_what_hwlm_wrote(prepared, tmp_path):

@@ -24,7 +24,7 @@ from hwlm.data import (
     load_corpus,
     train_on_split,
 )
-from hwlm.training.outputs import OutputLock, check_output_dir, record_written, tracked_writes
+from hwlm.training.outputs import OutputLock, check_output_dir
 from hwlm.tokenization import PRETOKENIZED_SETTINGS, SPECIAL_TOKENS, TokenizerArguments, tokenizer_fingerprint
 
 
@@ -110,10 +110,11 @@ def main(argv: Optional[list[str]] = None) -> None:
     build = {"source": source, "settings": settings, "vocab_size": len(tokenizer), "fingerprint": fingerprint}
     with OutputLock(out, "hwlm-tokenizer"):
         check_output_dir(out, command="hwlm-tokenizer", marker=MARKER, would_write=WRITES, rewrite_own=True)
-        record_written(out, MARKER, [], payload=build)  # the marker first: a crash after it leaves an owned folder
-        with tracked_writes(out, MARKER):
-            tokenizer.save_pretrained(str(out))
-            (out / "README.md").write_text(render_readme(source, settings, len(tokenizer), fingerprint), encoding="utf-8")
+        # the marker first, so a crash after it leaves a folder recognised as hwlm's; it lists no "written"
+        # files (the tokenizer always writes the same few, WRITES), which keeps it byte-identical to tokenizer/'s
+        (out / MARKER).write_text(json.dumps(build, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        tokenizer.save_pretrained(str(out))
+        (out / "README.md").write_text(render_readme(source, settings, len(tokenizer), fingerprint), encoding="utf-8")
     print(f"vocabulary: {len(tokenizer):,} entries, fingerprint {fingerprint}; saved to {out}")
 
 
