@@ -414,3 +414,29 @@ def test_disk_full_during_a_save_keeps_the_last_checkpoint_and_resume_matches(pr
     assert [p.name for p in (out / "checkpoints").iterdir() if p.name.startswith("step_")] == ["step_00000002"]
     train_main(lstm_flags(prepared, out, *CRASH_FLAGS, "--resume_from_checkpoint", "latest"))
     assert final_weights(out) == final_weights(reference)
+
+
+def test_prepare_refuses_a_folder_with_the_users_files(tmp_path):
+    from hwlm.cli.prepare import main
+
+    (tmp_path / "tokenizer").mkdir()
+    (tmp_path / "tokenizer" / "mine.txt").write_text("mine")
+    with pytest.raises(ValueError, match=r"hwlm-prepare did not write \(it would replace tokenizer\)"):
+        main(["--output_dir", str(tmp_path), "--block_size", "64"])
+    assert (tmp_path / "tokenizer" / "mine.txt").read_text() == "mine"
+
+
+def test_a_resume_with_a_new_rate_does_not_publish_the_abandoned_timelines_best_model(prepared, tmp_path):
+    out = tmp_path / "run"
+    flags = ["--max_train_steps", "6", "--eval_steps", "2", "--checkpointing_steps", "2", "--save_total_limit", "5"]
+    train_main(lstm_flags(prepared, out, *flags))
+    best = json.loads((out / "best_model" / "hwlm_best.json").read_text())
+    assert best["step"] > 2  # written after the checkpoint resumed from below
+    train_main(lstm_flags(prepared, out, *flags, "--learning_rate", "0.1", "--resume_from_checkpoint",
+                          str(out / "checkpoints" / "step_00000002")))
+    (resume,) = records(out, "resume")
+    assert resume["best_model_set_aside"].endswith("best_model-before-branch1")
+    assert json.loads((out / "best_model" / "hwlm_best.json").read_text())["branch"] == 1
+    results = json.loads((out / "all_results.json").read_text())
+    evals = [r for r in records(out, "eval") if r["step"] > 2]
+    assert results["validation_loss"] == pytest.approx(min(r["loss"] for r in evals), rel=1e-6)

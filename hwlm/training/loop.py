@@ -38,6 +38,7 @@ from hwlm.training.checkpoint import (
 from hwlm.training.outputs import tracked_writes
 from hwlm.training.resume import check_resume_settings, read_checkpoint_state, truncate_metrics
 from hwlm.training.session import (
+    BEST_RECORD,
     USELESS_LOSS_FACTOR,
     check_launch,
     claim_output_dir,
@@ -45,6 +46,7 @@ from hwlm.training.session import (
     next_branch,
     process_table,
     restore_state,
+    set_aside_future_best,
     state_writer,
 )
 from hwlm.training.loaders import BlockLoader, StreamLoader
@@ -57,6 +59,10 @@ RUN_FILE = "hwlm_run.json"
 METRICS_FILE = "metrics.jsonl"
 CURVES_FILE = "curves.png"
 BEST_DIR = "best_model"
+# resume changes that leave the trajectory as it was (a replay rewrites best_model identically)
+MUTABLE_WITHOUT_EFFECT = ("logging_steps", "disable_tqdm", "with_tracking", "report_to", "stop_after_steps",
+                          "push_to_hub", "hub_model_id", "hub_private_repo", "license", "save_total_limit",
+                          "checkpointing_steps", "preprocessing_num_workers", "overwrite_cache")
 
 
 class TrainingDiverged(RuntimeError):
@@ -425,6 +431,7 @@ def _fit(accelerator, model_args, data_args, args, command, settings, resume_pat
             state.best_valid_loss, state.best_step = res["loss"], state.global_step
             if accelerator.is_main_process:
                 unwrapped.save_pretrained(out / BEST_DIR)
+                (out / BEST_DIR / BEST_RECORD).write_text(json.dumps({"step": state.global_step, "branch": branch}))
             accelerator.wait_for_everyone()
         record = {"type": "eval", "split": "validation", "step": state.global_step, "epoch": state.epoch,
                   "loss": res["loss"], "perplexity": res["perplexity"], "lr": scheduler.get_last_lr()[0]}
@@ -570,13 +577,17 @@ def _resume(accelerator, optimizer, scheduler, state, args, resume_path, saved, 
         group.update(hyper)
     restore_state(saved, resume_path, state, scheduler, args, accelerator.process_index)
     branch, new_branch = next_branch(resume_path, out)
+    aside = None
+    if new_branch or any(k not in MUTABLE_WITHOUT_EFFECT for k in changes):
+        aside = set_aside_future_best(accelerator, out / BEST_DIR, state, branch)
     accelerator.print(f"resumed from {resume_path} at step {state.global_step}"
                       + (f" on new branch {branch} (the later checkpoints are kept)" if new_branch else ""))
     if accelerator.is_main_process:
         keep = out / f"metrics-before-branch{branch}.jsonl" if new_branch else None
         truncate_metrics(out / METRICS_FILE, state.global_step, keep_copy_as=keep)
         _write_metrics(out, {"type": "resume", "step": state.global_step, "from": str(resume_path),
-                             "branch": branch, "changed": changes, "lr": scheduler.get_last_lr()[0]})
+                             "branch": branch, "changed": changes, "lr": scheduler.get_last_lr()[0],
+                             **({"best_model_set_aside": str(aside)} if aside else {})})
     accelerator.wait_for_everyone()
     return branch
 

@@ -23,7 +23,9 @@ from hwlm.training.checkpoint import (
 from hwlm.training.outputs import OutputDirError, OutputLock, clear_written, record_written
 
 __all__ = [
+    "BEST_RECORD",
     "USELESS_LOSS_FACTOR",
+    "set_aside_future_best",
     "check_launch",
     "claim_output_dir",
     "is_useless_loss",
@@ -32,6 +34,8 @@ __all__ = [
     "restore_state",
     "state_writer",
 ]
+
+BEST_RECORD = "hwlm_best.json"  # in best_model/: the step (and branch) whose weights the folder holds
 
 # A model that guesses uniformly scores ln(vocab_size); a loss several times that is no model at all, even
 # when it is finite (a perplexity of 1e300 is a diverged run, not a result).
@@ -88,7 +92,7 @@ def claim_output_dir(accelerator, args, *, marker: str, writes: tuple, check, re
                 clear_written(out, marker, legacy=writes)
             new = [n for n in writes if not (out / n).exists()]
             record_written(out, marker, new, payload=payload)
-        except OutputDirError as err:
+        except (OutputDirError, OSError) as err:  # every error, so no other rank waits for a broadcast forever
             error = str(err)
             if lock is not None:
                 lock.release()
@@ -138,3 +142,34 @@ def restore_state(saved: dict[str, Any], resume_path: Path, state, scheduler, ar
     if saved.get("scheduler_kind") == args.lr_scheduler_type:
         progress.update(saved.get("scheduler") or {})
     scheduler.load_state_dict(progress)
+
+
+def best_from_another_future(best_dir: Path, step: int) -> bool:
+    """True when ``best_dir`` was written after optimiser step ``step`` (by the timeline being abandoned)."""
+    try:
+        record = json.loads((best_dir / BEST_RECORD).read_text())
+    except (OSError, json.JSONDecodeError):
+        return False
+    return record.get("step", -1) > step
+
+
+def set_aside_future_best(accelerator, best_dir: Path, state, branch: int) -> Path | None:
+    """On a resume whose timeline differs from the one that wrote ``best_dir`` after the checkpoint (a new branch,
+    or changed flags), move ``best_dir`` aside (main process) and forget the best loss (every process): its
+    weights come from a future this run will not replay, so `finish` must not publish them. Returns the new
+    place of the folder, or None.
+    """
+    future = best_from_another_future(best_dir, state.global_step)
+    accelerator.wait_for_everyone()  # every rank has read the record before the main process moves it
+    if not future:
+        return None
+    aside = best_dir.with_name(f"{best_dir.name}-before-branch{branch}")
+    if accelerator.is_main_process:
+        if aside.exists():
+            import shutil
+
+            shutil.rmtree(aside)
+        os.rename(best_dir, aside)
+    state.best_valid_loss, state.best_step = float("inf"), -1
+    accelerator.wait_for_everyone()
+    return aside
