@@ -35,7 +35,17 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def launch(flags: list[str], cwd: Path, *, use_cpu: bool = True) -> subprocess.CompletedProcess:
+# hwlm-train, then a report of whether the process group is still up (it must have been destroyed)
+DRIVER = """
+import sys
+import torch.distributed as dist
+from hwlm.cli.train import run
+run(sys.argv[1:])
+print(f"exit: process group initialized={dist.is_initialized()}", flush=True)
+"""
+
+
+def launch(flags: list[str], cwd: Path, *, use_cpu: bool = True, script: Path | None = None):
     """The README's CPU form: ``ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes 2``."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}
     env.pop("ACCELERATE_USE_CPU", None)
@@ -43,7 +53,7 @@ def launch(flags: list[str], cwd: Path, *, use_cpu: bool = True) -> subprocess.C
         env["ACCELERATE_USE_CPU"] = "1"
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-           "--main_process_port", str(_free_port()), str(REPO / "scripts" / "train.py"), *flags]
+           "--main_process_port", str(_free_port()), str(script or REPO / "scripts" / "train.py"), *flags]
     return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
 
 
@@ -73,7 +83,12 @@ REGIMES = {
 def test_two_processes_stop_mid_epoch_and_resume_to_identical_weights(prepared, tmp_path, regime):
     common = [*REGIMES[regime], "--max_train_steps", "9", "--checkpointing_steps", "3", "--save_total_limit", "5"]
     full, part = tmp_path / "full", tmp_path / "part"
-    _ok(launch(lstm_flags(prepared, full, *common), tmp_path))
+    driver = tmp_path / "driver.py"
+    driver.write_text(DRIVER)
+    proc = launch(lstm_flags(prepared, full, *common), tmp_path, script=driver)
+    _ok(proc)
+    # both ranks destroyed the process group at the end of the run (a rank left in it can hang at exit)
+    assert proc.stdout.count("exit: process group initialized=False") == 2, proc.stdout[-2000:]
     # two processes really ran, as one job: ranks 0 and 1 with their own process ids
     procs = _processes(full)
     assert sorted(p["rank"] for p in procs) == [0, 1] and len({p["pid"] for p in procs}) == 2
