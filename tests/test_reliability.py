@@ -272,7 +272,7 @@ PAYLOAD = textwrap.dedent("""
         def __reduce__(self):
             return (open, (sys.argv[2], "w"))  # runs on unpickling: creates a file
     with open(sys.argv[1], "wb") as fh:
-        pickle.dump({"state": Evil()}, fh)
+        pickle.dump({"state": Evil()}, fh, protocol=2)
 """)
 
 
