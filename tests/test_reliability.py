@@ -440,3 +440,16 @@ def test_a_resume_with_a_new_rate_does_not_publish_the_abandoned_timelines_best_
     results = json.loads((out / "all_results.json").read_text())
     evals = [r for r in records(out, "eval") if r["step"] > 2]
     assert results["validation_loss"] == pytest.approx(min(r["loss"] for r in evals), rel=1e-6)
+
+
+def test_an_empty_input_file_is_a_one_line_error(tmp_path, capsys):
+    from hwlm.cli.train import main
+
+    (tmp_path / "empty.txt").write_text("")
+    (tmp_path / "valid.txt").write_text("a b c\n")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--train_file", str(tmp_path / "empty.txt"), "--validation_file", str(tmp_path / "valid.txt"),
+              "--test_file", str(tmp_path / "valid.txt"), "--output_dir", str(tmp_path / "run"), "--disable_tqdm"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("hwlm-train: error: --train_file") and "is empty" in err[-1]
