@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import os
+import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,8 @@ __all__ = [
     "save_hub_folder",
     "example_prompt",
     "push_folder",
+    "hub_timeouts",
+    "HubUnreachable",
     "MODEL_CARD_TEMPLATE",
 ]
 
@@ -154,6 +158,45 @@ def save_hub_folder(folder: str | os.PathLike, model, tokenizer, *, card: dict[s
     return write_model_card(folder, config=model.config, **card)
 
 
+HUB_TIMEOUT = 60.0  # seconds without an answer (connect, each read or write) before a request fails
+HUB_MAX_RETRIES = 3  # further attempts after a timeout, a lost connection or a 5xx answer
+
+
+class HubUnreachable(RuntimeError):
+    """The Hub did not answer (timeouts / connection errors / 5xx) within the bounded retries."""
+
+
+@contextmanager
+def hub_timeouts(timeout: float):
+    """Give huggingface_hub's shared HTTP client a ``timeout`` (its default client has none, so a Hub that
+    accepts the connection and never answers hangs an upload forever); the previous client factory is restored."""
+    from huggingface_hub import set_client_factory
+    from huggingface_hub.utils import _http
+
+    previous = getattr(_http, "_GLOBAL_CLIENT_FACTORY", _http.default_client_factory)
+
+    def factory():
+        client = previous()
+        client.timeout = timeout  # httpx: applies to connect, read, write and pool waits alike
+        return client
+
+    set_client_factory(factory)
+    try:
+        yield
+    finally:
+        set_client_factory(previous)
+
+
+def _retryable(err: BaseException) -> bool:
+    import httpx2
+    from huggingface_hub.errors import HfHubHTTPError
+
+    if isinstance(err, (httpx2.TimeoutException, httpx2.TransportError)):
+        return True
+    response = getattr(err, "response", None)
+    return isinstance(err, HfHubHTTPError) and response is not None and response.status_code >= 500
+
+
 def push_folder(
     folder: str | os.PathLike,
     repo_id: str,
@@ -161,23 +204,48 @@ def push_folder(
     private: bool = False,
     token: str | None = None,
     commit_message: str = "Upload hwlm model",
+    timeout: float = HUB_TIMEOUT,
+    max_retries: int = HUB_MAX_RETRIES,
+    retry_wait: float = 2.0,
 ) -> str:
     """Create ``repo_id`` if needed and upload every file of ``folder`` except checkpoints; return the commit URL.
 
-    Set ``HF_ENDPOINT`` to target another hub (the tests use a server on loopback).
+    Set ``HF_ENDPOINT`` to target another hub (the tests use a server on loopback). Every request gives up after
+    ``timeout`` seconds without an answer; the whole upload is tried ``1 + max_retries`` times, waiting
+    ``retry_wait * 2**attempt`` seconds in between, on timeouts, connection errors and 5xx answers.
+
+    Raises:
+        FileNotFoundError: ``folder`` is not a model folder.
+        ValueError: ``timeout`` is not positive or ``max_retries`` is negative.
+        HubUnreachable: the Hub did not answer within the retries.
     """
-    from huggingface_hub import HfApi
+    from huggingface_hub import HfApi, constants
 
     folder = Path(folder)
+    if not timeout > 0 or max_retries < 0:
+        raise ValueError(f"timeout must be > 0 and max_retries >= 0, got timeout={timeout}, max_retries={max_retries}")
     missing = [name for name in ("config.json", "model.safetensors") if not (folder / name).is_file()]
     if missing:
         raise FileNotFoundError(f"{str(folder)!r} is not a model folder: {missing} missing (train first, or point at the output_dir)")
     api = HfApi(token=token)
-    api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
-    info = api.upload_folder(
-        repo_id=repo_id,
-        folder_path=str(folder),
-        commit_message=commit_message,
-        ignore_patterns=["checkpoints/**", "best_model/**", "runs/**", "*.tmp*"],
-    )
-    return str(getattr(info, "commit_url", info))
+    for attempt in range(max_retries + 1):
+        try:
+            with hub_timeouts(timeout):
+                api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+                info = api.upload_folder(
+                    repo_id=repo_id,
+                    folder_path=str(folder),
+                    commit_message=commit_message,
+                    ignore_patterns=["checkpoints/**", "best_model/**", "runs/**", "*.tmp*", ".hwlm.lock"],
+                )
+            return str(getattr(info, "commit_url", info))
+        except Exception as err:
+            if not _retryable(err):
+                raise
+            if attempt == max_retries:
+                raise HubUnreachable(
+                    f"the Hub at {constants.ENDPOINT} did not answer ({type(err).__name__}: {err}) in {max_retries + 1} "
+                    f"attempts with a {timeout:g} s timeout; check HF_ENDPOINT and the connection, or raise --timeout."
+                ) from err
+            time.sleep(retry_wait * 2**attempt)
+    raise AssertionError("unreachable")

@@ -49,12 +49,17 @@ def test_readme_has_the_two_commands_and_documents_each_console_script():
 def test_readme_shell_command_parses(line, monkeypatch):
     monkeypatch.chdir(REPO)  # presets and data paths in the README are relative to the repository root
     argv = shlex.split(line)
+    while "=" in argv[0] and not argv[0].startswith("-"):  # leading environment assignments (ACCELERATE_USE_CPU=1)
+        argv = argv[1:]
     if argv[0] == "make":
         targets = re.findall(r"^([\w-]+):", (REPO / "Makefile").read_text(), flags=re.MULTILINE)
         assert argv[1] in targets
         return
     if argv[:2] == ["accelerate", "launch"]:
         script = next(a for a in argv if a.endswith(".py"))
+        from accelerate.commands.launch import launch_command_parser
+
+        launch_command_parser().parse_args(argv[2:])  # the launch flags are accelerate's own
         argv = [script] + argv[argv.index(script) + 1 :]
         module = SCRIPTS[script]
     else:

@@ -13,12 +13,17 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Optional
 
 from transformers import HfArgumentParser
 
 from hwlm.data import DataArguments, describe_source, load_corpus, load_or_train_tokenizer, prepare_datasets
 from hwlm.tokenization import TokenizerArguments
+from hwlm.training.outputs import OutputLock, check_output_dir
+
+MARKER = "hwlm_data.json"  # written by hwlm.data.save_prepared; marks the folder as hwlm-prepare's
+WRITES = ("streams", "blocks", "tokenizer", MARKER)
 
 
 @dataclass
@@ -68,17 +73,23 @@ def parse(argv: Optional[list[str]] = None) -> tuple:
 def main(argv: Optional[list[str]] = None) -> None:
     """Run ``hwlm-prepare`` (see the module docstring); ``argv`` defaults to ``sys.argv[1:]``."""
     data_args, tok_args, prep_args = parse(argv)
+    out = Path(prep_args.output_dir)
+    # before any work: write only into a new or empty folder or an earlier hwlm-prepare output
+    check_output_dir(out, command="hwlm-prepare", marker=MARKER, would_write=WRITES, rewrite_own=True)
     corpus = load_corpus(data_args)
     tokenizer = load_or_train_tokenizer(data_args, corpus, tok_args, show_progress=True)
-    prepared = prepare_datasets(
-        corpus,
-        tokenizer,
-        block_size=data_args.block_size,
-        num_proc=data_args.preprocessing_num_workers,
-        overwrite_cache=data_args.overwrite_cache,
-        output_dir=prep_args.output_dir,
-        source=describe_source(data_args),
-    )
+    out.mkdir(parents=True, exist_ok=True)
+    with OutputLock(out, "hwlm-prepare"):
+        check_output_dir(out, command="hwlm-prepare", marker=MARKER, would_write=WRITES, rewrite_own=True)
+        prepared = prepare_datasets(
+            corpus,
+            tokenizer,
+            block_size=data_args.block_size,
+            num_proc=data_args.preprocessing_num_workers,
+            overwrite_cache=data_args.overwrite_cache,
+            output_dir=out,
+            source=describe_source(data_args),
+        )
     print(format_stats(prepared.stats))
     print(f"vocabulary: {prepared.vocab_size:,} entries (tokenizer fingerprint {prepared.tokenizer_fingerprint}), "
           f"block_size {prepared.block_size}")

@@ -4,11 +4,13 @@ Examples::
 
     hwlm-train --config presets/quickstart.yaml --output_dir outputs/quickstart
     hwlm-train --config presets/quickstart.yaml --output_dir outputs/quickstart --resume_from_checkpoint latest
-    accelerate launch --num_processes 2 scripts/train.py --config presets/wikitext2-lstm.yaml
+    ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes 2 scripts/train.py --config presets/quickstart.yaml  # 2 CPU processes
+    accelerate launch --multi_gpu --num_processes 2 scripts/train.py --config presets/wikitext2-lstm.yaml  # 2 GPUs
 """
 
 from __future__ import annotations
 
+import os
 import shlex
 import sys
 
@@ -31,8 +33,20 @@ def run(argv: list[str] | None = None) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Console entry point: `run` without a return value (a console script exits with what `main` returns)."""
-    run(argv)
+    """Console entry point: exit 0 when done, 128+signal (130 SIGINT, 143 SIGTERM) when a signal stopped the run
+    after saving, 2 with a one-line ``hwlm-train: error: ...`` for bad settings or inputs (the traceback with
+    ``HWLM_DEBUG=1``), 1 for a diverged run."""
+    from hwlm.training.loop import TrainingDiverged
+
+    try:
+        results = run(argv)
+    except (ValueError, FileNotFoundError, TrainingDiverged) as err:
+        if os.environ.get("HWLM_DEBUG"):
+            raise
+        print(f"hwlm-train: error: {err}", file=sys.stderr)
+        sys.exit(1 if isinstance(err, TrainingDiverged) else 2)
+    if results.get("exit_code"):
+        sys.exit(results["exit_code"])
 
 
 if __name__ == "__main__":

@@ -24,7 +24,12 @@ from hwlm.data import (
     load_corpus,
     train_on_split,
 )
+from hwlm.training.outputs import OutputLock, check_output_dir
 from hwlm.tokenization import PRETOKENIZED_SETTINGS, SPECIAL_TOKENS, TokenizerArguments, tokenizer_fingerprint
+
+
+MARKER = "hwlm_tokenizer.json"  # the build record doubles as the folder's ownership marker
+WRITES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "README.md", MARKER)
 
 
 @dataclass
@@ -93,16 +98,23 @@ def parse(argv: Optional[list[str]] = None) -> tuple:
 def main(argv: Optional[list[str]] = None) -> None:
     """Run ``hwlm-tokenizer`` (see the module docstring); ``argv`` defaults to ``sys.argv[1:]``."""
     data_args, tok_args, out_args = parse(argv)
+    out = Path(out_args.output_dir)
+    # before any work: never replace a file the user owns (a README.md, another tokenizer's config)
+    check_output_dir(out, command="hwlm-tokenizer", marker=MARKER, would_write=WRITES, rewrite_own=True)
     source = describe_source(data_args)
     corpus = load_corpus(data_args)
     settings = tok_args.resolved(EMBEDDED_TOKENIZER_SETTINGS if source["kind"] == "embedded" else PRETOKENIZED_SETTINGS)
     tokenizer = train_on_split(corpus["train"], settings, show_progress=True)
-    out = Path(out_args.output_dir)
-    tokenizer.save_pretrained(str(out))
+    out.mkdir(parents=True, exist_ok=True)
     fingerprint = tokenizer_fingerprint(tokenizer)
-    (out / "README.md").write_text(render_readme(source, settings, len(tokenizer), fingerprint), encoding="utf-8")
     build = {"source": source, "settings": settings, "vocab_size": len(tokenizer), "fingerprint": fingerprint}
-    (out / "hwlm_tokenizer.json").write_text(json.dumps(build, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    with OutputLock(out, "hwlm-tokenizer"):
+        check_output_dir(out, command="hwlm-tokenizer", marker=MARKER, would_write=WRITES, rewrite_own=True)
+        # the marker first, so a crash after it leaves a folder recognised as hwlm's; it lists no "written"
+        # files (the tokenizer always writes the same few, WRITES), which keeps it byte-identical to tokenizer/'s
+        (out / MARKER).write_text(json.dumps(build, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        tokenizer.save_pretrained(str(out))
+        (out / "README.md").write_text(render_readme(source, settings, len(tokenizer), fingerprint), encoding="utf-8")
     print(f"vocabulary: {len(tokenizer):,} entries, fingerprint {fingerprint}; saved to {out}")
 
 

@@ -9,7 +9,9 @@ Three dataclasses describe a run: :class:`ModelArguments` (which model), ``hwlm.
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
+import math
 import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -24,6 +26,8 @@ __all__ = [
     "load_preset",
     "parse_args",
     "parse_config_overrides",
+    "merge_config_overrides",
+    "check_config_overrides",
     "run_argument_classes",
 ]
 
@@ -156,6 +160,37 @@ class TrainingArguments:
         },
     )
 
+    def __post_init__(self):
+        # Checked here, when the settings are made, so a bad value fails before any data or model is built
+        # and on every process alike (litgpt's pattern).
+        _check_counts(self, minimum=1, names=(
+            "bptt", "per_device_train_batch_size", "per_device_eval_batch_size", "num_train_epochs",
+            "gradient_accumulation_steps", "logging_steps", "save_total_limit", "max_train_steps", "eval_steps",
+            "eval_stride", "stop_after_steps"))
+        _check_counts(self, minimum=0, names=("num_warmup_steps", "lr_decay_start_epoch"))
+        _check_counts(self, minimum=2, names=("max_eval_tokens",))
+        for name in ("learning_rate", "lr_decay_factor"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+                raise ValueError(f"--{name} must be a positive number, got {value!r}")
+        for name in ("max_grad_norm", "momentum", "weight_decay"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+                raise ValueError(f"--{name} must be a number >= 0 (0 disables it), got {value!r}")
+        steps = self.checkpointing_steps
+        if steps not in (None, "no", "epoch") and not (str(steps).isdigit() and int(steps) > 0):
+            raise ValueError(f"--checkpointing_steps must be a positive integer, 'epoch' or 'no', got {steps!r}")
+
+
+def _check_counts(obj, *, minimum: int, names: tuple[str, ...]) -> None:
+    """Raise ``ValueError`` naming the flag when an integer setting (None allowed) is below ``minimum``."""
+    for name in names:
+        value = getattr(obj, name)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise ValueError(f"--{name} must be an integer >= {minimum}, got {value!r}")
+
 
 def run_argument_classes() -> tuple[type, ...]:
     """The dataclasses of a training run, in the order ``parse_args`` returns them."""
@@ -193,6 +228,35 @@ def parse_config_overrides(value: str | dict | None) -> dict[str, Any]:
     return out
 
 
+def merge_config_overrides(base: str | dict | None, update: str | dict | None) -> str | None:
+    """``base`` (a preset's mapping) updated by ``update`` (the command line's), as one ``'k=v,...'`` string.
+
+    Values are written as JSON, which parses back to the same value as YAML.
+    """
+    merged = {**parse_config_overrides(base), **parse_config_overrides(update)}
+    return ",".join(f"{k}={json.dumps(v)}" for k, v in merged.items()) or None
+
+
+def check_config_overrides(overrides: dict[str, Any], config_class: type) -> None:
+    """Refuse config keys that ``config_class`` does not define, naming the closest valid field.
+
+    A ``PreTrainedConfig`` accepts any keyword and stores it, so a misspelt ``hiden_size=64`` would otherwise
+    be written into ``config.json`` while the model keeps the default width.
+    """
+    import dataclasses
+
+    valid = {f.name for f in dataclasses.fields(config_class)} if dataclasses.is_dataclass(config_class) else set()
+    valid |= set(config_class().to_dict())
+    for key in overrides:
+        if key not in valid:
+            close = difflib.get_close_matches(key, sorted(valid), n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise ValueError(
+                f"config_overrides key {key!r} is not a field of {config_class.__name__} ({config_class.model_type}); "
+                f"{hint}Valid fields are documented in the config's docstring."
+            )
+
+
 def parse_args(argv: list[str] | None = None, classes: tuple[type, ...] | None = None):
     """Parse ``argv`` (and the ``--config`` preset it names) into the run dataclasses.
 
@@ -211,13 +275,16 @@ def parse_args(argv: list[str] | None = None, classes: tuple[type, ...] | None =
         unknown = sorted(set(preset) - allowed)
         if unknown:
             raise ValueError(f"preset {known.config!r} has unknown field(s) {unknown}; see --help for the fields")
-        if isinstance(preset.get("config_overrides"), dict):
-            preset["config_overrides"] = ",".join(
-                f"{k}={json.dumps(v)}" for k, v in preset["config_overrides"].items()
-            )
+        # config_overrides is merged below (the command line updates the preset's mapping), not replaced
+        preset_overrides = preset.pop("config_overrides", None)
         parser.set_defaults(**preset)
     *parsed, remaining = parser.parse_args_into_dataclasses(rest, return_remaining_strings=True)
     if remaining:
         raise ValueError(f"unknown arguments {remaining}; see --help")
     # the trailing argparse.Namespace holds --config, which is not a run setting
-    return tuple(p for p in parsed if not isinstance(p, argparse.Namespace))
+    parsed = tuple(p for p in parsed if not isinstance(p, argparse.Namespace))
+    if known.config:
+        for obj in parsed:
+            if hasattr(obj, "config_overrides"):
+                obj.config_overrides = merge_config_overrides(preset_overrides, obj.config_overrides)
+    return parsed

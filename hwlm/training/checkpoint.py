@@ -2,9 +2,16 @@
 
 Layout under ``<output_dir>/checkpoints/``::
 
-    step_00000120/            a complete checkpoint (accelerate state + hwlm_checkpoint.json)
+    step_00000120/            a complete checkpoint (accelerate state + hwlm_state.json + hwlm_checkpoint.json)
     step_00000240/
+    step_00000180-branch1/    a run resumed from an older checkpoint continues on a new branch; the older
+                              timeline's checkpoints are kept, and ``latest`` is the newest of the newest branch
     .tmp-step_00000360/       a write in progress (or one that crashed): never resumed from
+
+hwlm's own state (step, position, curves, schedule progress, settings) is JSON (``hwlm_state.json``) and each
+process's carried recurrent state is ``carried_rank{r}.safetensors``: nothing of hwlm's is pickled, and on
+resume every pickle-based file of accelerate's is first read with ``weights_only=True`` (``validate_checkpoint(
+path, deep=True)``), so a crafted file in a checkpoint folder is refused instead of run.
 
 A checkpoint is written into a temporary folder, its manifest (``hwlm_checkpoint.json``: step, epoch,
 and the size of every file) is written last, and only then is the folder renamed to its final name.
@@ -20,7 +27,7 @@ import os
 import re
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -35,10 +42,15 @@ __all__ = [
     "validate_checkpoint",
     "state_tensors",
     "load_state_tensors",
+    "checkpoint_branch",
+    "save_carried",
+    "load_carried",
+    "STATE_NAME",
 ]
 
 MANIFEST_NAME = "hwlm_checkpoint.json"
-_STEP_RE = re.compile(r"^step_(\d+)$")
+STATE_NAME = "hwlm_state.json"
+_STEP_RE = re.compile(r"^step_(\d+)(?:-branch(\d+))?$")
 
 
 class CheckpointError(ValueError):
@@ -49,23 +61,40 @@ def checkpoint_dir(output_dir: str | os.PathLike) -> Path:
     return Path(output_dir) / "checkpoints"
 
 
-def list_checkpoints(output_dir: str | os.PathLike) -> list[Path]:
-    """Complete-looking checkpoint folders (``step_N``), oldest first. Temporary folders are skipped."""
+def _key(path: Path) -> tuple[int, int] | None:
+    m = _STEP_RE.match(path.name)
+    return (int(m.group(2) or 0), int(m.group(1))) if m else None
+
+
+def checkpoint_branch(path: str | os.PathLike) -> int:
+    """The branch a checkpoint folder belongs to (0 for the first timeline)."""
+    key = _key(Path(path))
+    return key[0] if key else 0
+
+
+def list_checkpoints(output_dir: str | os.PathLike, branch: int | None = None) -> list[Path]:
+    """Complete-looking checkpoint folders, oldest first (by branch, then step); only ``branch`` if given.
+
+    Temporary folders are skipped.
+    """
     root = checkpoint_dir(output_dir)
     if not root.is_dir():
         return []
-    found = [(int(m.group(1)), p) for p in root.iterdir() if p.is_dir() and (m := _STEP_RE.match(p.name))]
-    return [p for _, p in sorted(found)]
+    found = [(k, p) for p in root.iterdir() if p.is_dir() and (k := _key(p)) is not None]
+    return [p for k, p in sorted(found) if branch is None or k[0] == branch]
 
 
 def find_latest_checkpoint(output_dir: str | os.PathLike) -> Path | None:
-    """The newest ``step_N`` folder under ``output_dir/checkpoints`` or None."""
+    """The newest checkpoint of the newest branch under ``output_dir/checkpoints``, or None."""
     ckpts = list_checkpoints(output_dir)
     return ckpts[-1] if ckpts else None
 
 
-def validate_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+def validate_checkpoint(path: str | os.PathLike, deep: bool = False) -> dict[str, Any]:
     """Check that ``path`` is a complete checkpoint; return its manifest.
+
+    With ``deep=True`` every pickle-based file (``*.bin``, ``*.pkl``) is also read with ``weights_only=True``
+    (tensors, numbers, containers and numpy arrays only), and hwlm's own state must be JSON.
 
     Raises:
         CheckpointError: the folder is missing, has no manifest (a write that never finished), lacks a file
@@ -103,11 +132,34 @@ def validate_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
                     handle.keys()
             except Exception as err:  # safetensors raises several error types
                 raise CheckpointError(f"checkpoint {str(path)!r} is corrupt: {name!r} does not parse ({err})") from err
+    if deep:
+        _check_no_arbitrary_pickles(path)
     return manifest
 
 
-def resolve_checkpoint(value: str, output_dir: str | os.PathLike) -> Path:
-    """Turn ``--resume_from_checkpoint`` (a folder or ``latest``) into a validated checkpoint folder."""
+def _check_no_arbitrary_pickles(path: Path) -> None:
+    from accelerate.utils import load
+
+    if not (path / STATE_NAME).is_file():
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} has no {STATE_NAME}: it was written by an older hwlm that pickled its state, "
+            "which hwlm no longer loads. Start a new run (or resume from a checkpoint written by this version)."
+        )
+    for f in sorted(path.rglob("*")):
+        if f.suffix in (".bin", ".pkl", ".pt") and f.is_file():
+            try:
+                load(str(f), map_location="cpu", weights_only=True)
+            except Exception as err:  # UnpicklingError, or what a crafted file raises
+                raise CheckpointError(
+                    f"checkpoint {str(path)!r}: {f.name!r} holds objects other than tensors, numbers and containers, "
+                    f"so loading it would run code from the file; refusing it ({type(err).__name__}). Resume from "
+                    "a checkpoint you trust."
+                ) from err
+
+
+def resolve_checkpoint(value: str, output_dir: str | os.PathLike, deep: bool = False) -> Path:
+    """Turn ``--resume_from_checkpoint`` (a folder or ``latest``) into a validated checkpoint folder
+    (``deep``: see `validate_checkpoint`)."""
     if value == "latest":
         latest = find_latest_checkpoint(output_dir)
         if latest is None:
@@ -117,7 +169,7 @@ def resolve_checkpoint(value: str, output_dir: str | os.PathLike) -> Path:
         path = latest
     else:
         path = Path(value)
-    validate_checkpoint(path)
+    validate_checkpoint(path, deep=deep)
     return path
 
 
@@ -128,38 +180,73 @@ def _manifest(folder: Path, meta: dict[str, Any]) -> dict[str, Any]:
     return {**meta, "files": files}
 
 
-def save_checkpoint(accelerator, output_dir: str | os.PathLike, step: int, meta: dict[str, Any], keep_last: int) -> Path:
-    """Save the accelerate state atomically as ``checkpoints/step_{step}``; keep the newest ``keep_last``.
+def save_checkpoint(
+    accelerator,
+    output_dir: str | os.PathLike,
+    step: int,
+    meta: dict[str, Any],
+    keep_last: int,
+    *,
+    branch: int = 0,
+    write_extra: Callable[[Path], None] | None = None,
+) -> Path:
+    """Save the accelerate state atomically as ``checkpoints/step_{step}[-branch{b}]``; keep the newest ``keep_last``
+    of that branch (other branches are never deleted).
 
-    Must be called on every process (``save_state`` writes per-process RNG states).
+    Must be called on every process (``save_state`` writes per-process RNG states). ``write_extra(folder)`` runs
+    on every process after ``save_state`` and before the manifest (hwlm's JSON state, per-rank carried state).
     """
     root = checkpoint_dir(output_dir)
-    final = root / f"step_{step:08d}"
-    tmp = root / f".tmp-step_{step:08d}"
+    name = f"step_{step:08d}" + (f"-branch{branch}" if branch else "")
+    final = root / name
+    tmp = root / f".tmp-{name}"
     if accelerator.is_main_process:
         root.mkdir(parents=True, exist_ok=True)
         shutil.rmtree(tmp, ignore_errors=True)
     accelerator.wait_for_everyone()
     accelerator.save_state(str(tmp))
+    if write_extra is not None:
+        write_extra(tmp)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        manifest = _manifest(tmp, {"step": step, **meta})
+        manifest = _manifest(tmp, {"step": step, "branch": branch, **meta})
         with open(tmp / MANIFEST_NAME, "w") as fh:
             json.dump(manifest, fh, indent=2)
             fh.flush()
             os.fsync(fh.fileno())
         if final.exists():  # e.g. an interrupt right after a periodic save of the same step
-            old = root / f".old-step_{step:08d}"
+            old = root / f".old-{name}"
             shutil.rmtree(old, ignore_errors=True)
             os.rename(final, old)
             os.rename(tmp, final)
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.rename(tmp, final)
-        for stale in list_checkpoints(output_dir)[: -max(keep_last, 1)]:
+        for stale in list_checkpoints(output_dir, branch=branch)[: -max(keep_last, 1)]:
             shutil.rmtree(stale, ignore_errors=True)
     accelerator.wait_for_everyone()
     return final
+
+
+def save_carried(folder: str | os.PathLike, rank: int, tensors: list[torch.Tensor]) -> None:
+    """Write one process's carried recurrent state as ``carried_rank{rank}.safetensors`` (nothing when empty)."""
+    if not tensors:
+        return
+    from safetensors.torch import save_file
+
+    save_file({str(i): t.detach().cpu().contiguous() for i, t in enumerate(tensors)},
+              str(Path(folder) / f"carried_rank{rank}.safetensors"))
+
+
+def load_carried(folder: str | os.PathLike, rank: int) -> list[torch.Tensor]:
+    """This process's carried state from a checkpoint (``[]`` when the checkpoint holds none)."""
+    path = Path(folder) / f"carried_rank{rank}.safetensors"
+    if not path.is_file():
+        return []
+    from safetensors.torch import load_file
+
+    loaded = load_file(str(path))
+    return [loaded[str(i)] for i in range(len(loaded))]
 
 
 def state_tensors(obj: Any) -> list[torch.Tensor]:

@@ -16,19 +16,18 @@ from __future__ import annotations
 import json
 import math
 import shlex
-import shutil
 import signal
 import sys
 import time
 from contextlib import contextmanager, nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from hwlm.evaluation import evaluate_perplexity, supports_state_carrying
-from hwlm.training.arguments import parse_config_overrides
+from hwlm.training.arguments import check_config_overrides, parse_config_overrides
 from hwlm.training.checkpoint import (
     find_latest_checkpoint,
     load_state_tensors,
@@ -36,7 +35,22 @@ from hwlm.training.checkpoint import (
     save_checkpoint,
     state_tensors,
 )
+from hwlm.training.outputs import tracked_writes
+from hwlm.training.resume import check_resume_settings, read_checkpoint_state, truncate_metrics
+from hwlm.training.session import (
+    BEST_RECORD,
+    USELESS_LOSS_FACTOR,
+    check_launch,
+    claim_output_dir,
+    is_useless_loss,
+    next_branch,
+    process_table,
+    restore_state,
+    set_aside_future_best,
+    state_writer,
+)
 from hwlm.training.loaders import BlockLoader, StreamLoader
+from hwlm.training.outputs import check_output_dir as check_folder
 from hwlm.training.optim import create_optimizer, create_scheduler
 
 __all__ = ["train", "TrainingDiverged", "TrainerState", "check_output_dir", "build_model", "RUN_FILE"]
@@ -45,6 +59,10 @@ RUN_FILE = "hwlm_run.json"
 METRICS_FILE = "metrics.jsonl"
 CURVES_FILE = "curves.png"
 BEST_DIR = "best_model"
+# resume changes that leave the trajectory as it was (a replay rewrites best_model identically)
+MUTABLE_WITHOUT_EFFECT = ("logging_steps", "disable_tqdm", "with_tracking", "report_to", "stop_after_steps",
+                          "push_to_hub", "hub_model_id", "hub_private_repo", "license", "save_total_limit",
+                          "checkpointing_steps", "preprocessing_num_workers", "overwrite_cache")
 
 
 class TrainingDiverged(RuntimeError):
@@ -65,36 +83,32 @@ class TrainerState:
     carried: list = field(default_factory=list)  # tensors of the recurrent state at the checkpoint
 
     def state_dict(self) -> dict:
-        return asdict(self)
+        """Everything but ``carried`` (saved per process as safetensors), as JSON-able values."""
+        return {k: v for k, v in asdict(self).items() if k != "carried"}
 
     def load_state_dict(self, state: dict) -> None:
         for key, value in state.items():
-            setattr(self, key, value)
+            if key != "carried":
+                setattr(self, key, value)
 
 
 # ----------------------------------------------------------------------------------------- setup
 
 
+# top-level names hwlm-train writes (model code files are recorded as they appear)
+TRAIN_WRITES = (
+    RUN_FILE, "checkpoints", BEST_DIR, METRICS_FILE, "all_results.json", CURVES_FILE, "README.md", "config.json",
+    "model.safetensors", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
+    "special_tokens_map.json",
+)
+
+
 def check_output_dir(args) -> None:
-    """Refuse an ``--output_dir`` that holds another run unless overwriting or resuming."""
-    out = Path(args.output_dir)
-    if not out.is_dir() or args.resume_from_checkpoint:
-        return
-    markers = [n for n in (RUN_FILE, "checkpoints", "config.json", "all_results.json", METRICS_FILE) if (out / n).exists()]
-    if markers and not args.overwrite_output_dir:
-        raise ValueError(
-            f"--output_dir {str(out)!r} already holds a run ({', '.join(markers)}). Pass --overwrite_output_dir to "
-            "replace it, --resume_from_checkpoint latest to continue it, or choose another --output_dir."
-        )
-
-
-def _clear_previous_run(out: Path) -> None:
-    for name in ("checkpoints", BEST_DIR, METRICS_FILE, "all_results.json", CURVES_FILE):
-        path = out / name
-        if path.is_dir():
-            shutil.rmtree(path)
-        elif path.exists():
-            path.unlink()
+    """Refuse an ``--output_dir`` hwlm-train may not write into (see `hwlm.training.outputs`); writes nothing."""
+    check_folder(
+        args.output_dir, command="hwlm-train", marker=RUN_FILE, would_write=TRAIN_WRITES,
+        overwrite=args.overwrite_output_dir, resume=bool(args.resume_from_checkpoint),
+    )
 
 
 def build_model(model_args, tokenizer, *, block_size: int | None = None, batching: str = "streams"):
@@ -180,9 +194,11 @@ class _StopFlag:
     def __init__(self):
         self.requested = False
         self.signal_name = None
+        self.signum = 0  # 0: not a signal (--stop_after_steps)
 
     def __call__(self, signum, frame):
         self.requested = True
+        self.signum = int(signum)
         self.signal_name = signal.Signals(signum).name
 
 
@@ -215,15 +231,6 @@ def _any_across(accelerator, value: bool) -> bool:
 def _write_metrics(out: Path, record: dict) -> None:
     with open(out / METRICS_FILE, "a") as fh:
         fh.write(json.dumps(record) + "\n")
-
-
-def _truncate_metrics(out: Path, step: int) -> None:
-    """On resume, drop metric lines written after the checkpoint's step (the resumed run rewrites them)."""
-    path = out / METRICS_FILE
-    if not path.exists():
-        return
-    lines = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln).get("step", 0) <= step]
-    path.write_text("".join(ln + "\n" for ln in lines))
 
 
 def plot_curves(state: TrainerState, path: Path) -> None:
@@ -264,34 +271,77 @@ def _settings(*arg_objs) -> dict:
 def train(model_args, data_args, args, command: str | None = None) -> dict[str, Any]:
     """Run a training job end to end and return its results (also written to ``all_results.json``).
 
+    A run stopped by SIGINT/SIGTERM returns ``{"interrupted": True, ..., "exit_code": 128 + signal}`` after
+    saving a checkpoint. The output folder is locked while the run writes, and the process group is
+    destroyed at the end of every run, whatever way it ends.
+
     Raises:
-        ValueError: bad settings or inputs (checked before any compute).
-        CheckpointError: ``--resume_from_checkpoint`` names a partial or corrupt checkpoint.
-        TrainingDiverged: the loss or the weights became NaN/inf (the last good checkpoint is kept).
+        ValueError: bad settings or inputs, a folder hwlm may not write into, a resume that changes the model,
+            batch layout or data (all checked before any compute).
+        CheckpointError: ``--resume_from_checkpoint`` names a partial, corrupt or unsafe checkpoint.
+        TrainingDiverged: the loss became NaN/inf or uselessly large (the last good checkpoint is kept).
     """
     from accelerate import Accelerator
-    from accelerate.utils import set_seed
-    from tqdm.auto import tqdm
 
     command = command or " ".join(shlex.quote(a) for a in sys.argv)
     out = Path(args.output_dir)
     check_output_dir(args)
-    resume_path = resolve_checkpoint(args.resume_from_checkpoint, out) if args.resume_from_checkpoint else None
-    if args.gradient_accumulation_steps < 1:
-        raise ValueError(f"--gradient_accumulation_steps must be >= 1, got {args.gradient_accumulation_steps}")
-    if args.checkpointing_steps not in (None, "no", "epoch") and not str(args.checkpointing_steps).isdigit():
-        raise ValueError(f"--checkpointing_steps must be an integer, 'epoch' or 'no', got {args.checkpointing_steps!r}")
-
+    check_model_settings(model_args)
+    resume_path = (
+        resolve_checkpoint(args.resume_from_checkpoint, out, deep=True) if args.resume_from_checkpoint else None
+    )
     accelerator = Accelerator(
         mixed_precision=args.mixed_precision,
         log_with=(args.report_to if args.with_tracking else None),
         project_dir=str(out),
     )
-    if accelerator.is_main_process:
-        out.mkdir(parents=True, exist_ok=True)
-        if args.overwrite_output_dir and not resume_path:
-            _clear_previous_run(out)
-    accelerator.wait_for_everyone()
+    lock = None
+    try:
+        check_launch(accelerator)
+        settings = {**_settings(model_args, data_args, args), "num_processes": accelerator.num_processes}
+        saved = read_checkpoint_state(resume_path) if resume_path else None
+        changes = (
+            check_resume_settings(saved["settings"], settings, {f.name for f in fields(data_args)}, resume_path)
+            if saved else {}
+        )
+        payload = ({"command": command, "settings": settings} if saved is None
+                   else {"last_resume": {"command": command, "from": str(resume_path), "changed": changes}})
+        payload["processes"] = process_table(accelerator)  # one entry per rank: proof of what actually ran
+        lock = claim_output_dir(accelerator, args, marker=RUN_FILE, writes=TRAIN_WRITES, check=check_output_dir,
+                                resume=saved is not None, payload=payload)
+        with tracked_writes(out, RUN_FILE) if accelerator.is_main_process else nullcontext():
+            return _fit(accelerator, model_args, data_args, args, command, settings, resume_path, saved, changes)
+    finally:
+        if lock is not None:
+            lock.release()
+        accelerator.end_training()  # destroys the process group: no rank is left waiting at exit
+
+
+def check_model_settings(model_args) -> None:
+    """Refuse config override keys the model's config class does not define (before any compute)."""
+    from transformers import CONFIG_MAPPING, AutoConfig
+
+    import hwlm  # noqa: F401  (registers the Auto classes)
+
+    overrides = parse_config_overrides(model_args.config_overrides)
+    if not overrides:
+        return
+    if model_args.model_name_or_path or model_args.config_name:
+        config_class = type(AutoConfig.from_pretrained(model_args.model_name_or_path or model_args.config_name))
+    else:
+        if model_args.model_type not in CONFIG_MAPPING:
+            raise ValueError(f"--model_type {model_args.model_type!r} is not registered; use one of "
+                             "hwlm_rnn, hwlm_lstm, hwlm_transformer")
+        config_class = CONFIG_MAPPING[model_args.model_type]
+    check_config_overrides(overrides, config_class)
+
+
+def _fit(accelerator, model_args, data_args, args, command, settings, resume_path, saved, changes) -> dict[str, Any]:
+    """Build data, model and optimiser, train (resuming if asked), then `finish`."""
+    from accelerate.utils import set_seed
+    from tqdm.auto import tqdm
+
+    out = Path(args.output_dir)
     set_seed(args.seed)
 
     tokenizer, prepared = load_training_data(data_args, args, accelerator)
@@ -333,17 +383,11 @@ def train(model_args, data_args, args, command: str | None = None) -> dict[str, 
     scheduler = create_scheduler(optimizer, args, num_training_steps=max_steps)
     state = TrainerState()
     model, optimizer = accelerator.prepare(model, optimizer)
-    accelerator.register_for_checkpointing(scheduler)
-    accelerator.register_for_checkpointing(state)
-    settings = _settings(model_args, data_args, args)
-
+    # hwlm's state and the schedule are saved as JSON by state_writer, never registered with accelerate:
+    # accelerate loads registered objects with weights_only=False, i.e. it would run code from a crafted file
+    branch = 0
     if resume_path is not None:
-        accelerator.load_state(str(resume_path))  # restores weights, optimiser, schedule, RNG, TrainerState
-        _ = accelerator.print(f"resumed from {resume_path} at step {state.global_step}")
-        if accelerator.is_main_process:
-            _truncate_metrics(out, state.global_step)
-    elif accelerator.is_main_process:
-        (out / RUN_FILE).write_text(json.dumps({"command": command, "settings": settings}, indent=2, default=str))
+        branch = _resume(accelerator, optimizer, scheduler, state, args, resume_path, saved, changes)
     if args.with_tracking:
         accelerator.init_trackers(
             "hwlm", config={k: v for k, v in settings.items() if isinstance(v, (int, float, str, bool))}
@@ -353,6 +397,7 @@ def train(model_args, data_args, args, command: str | None = None) -> dict[str, 
     stopped_early = False
     last_ckpt = find_latest_checkpoint(out)
     unwrapped = accelerator.unwrap_model(model)
+    vocab_size = unwrapped.config.vocab_size
     every = int(args.checkpointing_steps) if str(args.checkpointing_steps).isdigit() else None
 
     def checkpoint() -> None:
@@ -364,7 +409,8 @@ def train(model_args, data_args, args, command: str | None = None) -> dict[str, 
             )
         last_ckpt = save_checkpoint(
             accelerator, out, state.global_step, {"epoch": state.epoch, "next_window": state.next_window},
-            keep_last=args.save_total_limit,
+            keep_last=args.save_total_limit, branch=branch,
+            write_extra=state_writer(accelerator, state, scheduler, settings),
         )
 
     def validate() -> dict:
@@ -372,12 +418,20 @@ def train(model_args, data_args, args, command: str | None = None) -> dict[str, 
             model, valid_tokens, accelerator=accelerator, batch_size=args.per_device_eval_batch_size,
             bptt=args.bptt, window=data_args.block_size, stride=args.eval_stride, pad_token_id=pad_id,
         )
+        if _any_across(accelerator, is_useless_loss(res["loss"], vocab_size)):
+            raise TrainingDiverged(
+                f"the validation loss is {res['loss']:.4g} at step {state.global_step}, above "
+                f"{USELESS_LOSS_FACTOR:g} x ln(vocab_size={vocab_size}) = {USELESS_LOSS_FACTOR * math.log(vocab_size):.1f}: "
+                f"the run diverged. The last good checkpoint is {last_ckpt}. Lower --learning_rate (a resumed run "
+                "takes the new rate) or --max_grad_norm."
+            )
         scheduler.on_evaluate(res["loss"])
         state.valid_curve.append([state.global_step, res["perplexity"]])
         if res["loss"] < state.best_valid_loss:
             state.best_valid_loss, state.best_step = res["loss"], state.global_step
             if accelerator.is_main_process:
                 unwrapped.save_pretrained(out / BEST_DIR)
+                (out / BEST_DIR / BEST_RECORD).write_text(json.dumps({"step": state.global_step, "branch": branch}))
             accelerator.wait_for_everyone()
         record = {"type": "eval", "split": "validation", "step": state.global_step, "epoch": state.epoch,
                   "loss": res["loss"], "perplexity": res["perplexity"], "lr": scheduler.get_last_lr()[0]}
@@ -436,12 +490,16 @@ def train(model_args, data_args, args, command: str | None = None) -> dict[str, 
                     loss_sum += float(loss.detach()) * n
                     tokens += n
                 step_no = state.global_step + 1
-                if _any_across(accelerator, not finite):
+                step_loss = loss_sum / max(tokens, 1) if finite else float("nan")
+                if _any_across(accelerator, is_useless_loss(step_loss, vocab_size)):
                     progress.close()
+                    what = ("became NaN or infinite" if not math.isfinite(step_loss) else
+                            f"reached {step_loss:.4g}, above {USELESS_LOSS_FACTOR:g} x ln(vocab_size={vocab_size})")
                     raise TrainingDiverged(
-                        f"the training loss became NaN or infinite at step {step_no} (epoch {state.epoch}, "
+                        f"the training loss {what} at step {step_no} (epoch {state.epoch}, "
                         f"micro-batch {idx}); stopping. The last good checkpoint is {last_ckpt}. Lower "
-                        "--learning_rate, set --max_grad_norm, or use --mixed_precision no."
+                        "--learning_rate (a resumed run takes the new rate), set --max_grad_norm, or use "
+                        "--mixed_precision no."
                     )
                 if args.max_grad_norm and args.max_grad_norm > 0:
                     accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
@@ -479,7 +537,7 @@ def train(model_args, data_args, args, command: str | None = None) -> dict[str, 
                 if end_of_epoch:
                     validate()
                 if args.stop_after_steps and state.global_step >= args.stop_after_steps:
-                    stop.requested, stop.signal_name = True, "--stop_after_steps"
+                    stop.requested, stop.signal_name = True, "--stop_after_steps"  # exit status 0: as asked
                 want_stop = _any_across(accelerator, stop.requested)
                 periodic = (every and state.global_step % every == 0) or (end_of_epoch and args.checkpointing_steps == "epoch")
                 if periodic or want_stop:
@@ -500,14 +558,38 @@ def train(model_args, data_args, args, command: str | None = None) -> dict[str, 
         msg = (f"stopped by {stop.signal_name} at step {state.global_step}; checkpoint saved to {last_ckpt}. "
                f"Continue with --resume_from_checkpoint latest --output_dir {out}")
         accelerator.print(msg)
-        accelerator.end_training()
-        return {"interrupted": True, "step": state.global_step, "checkpoint": str(last_ckpt)}
+        return {"interrupted": True, "step": state.global_step, "checkpoint": str(last_ckpt),
+                "signal": stop.signal_name, "exit_code": 128 + stop.signum if stop.signum else 0}
 
     if not state.valid_curve or state.valid_curve[-1][0] != state.global_step:
         validate()
-    results = finish(accelerator, model, tokenizer, prepared, state, model_args, data_args, args, command, settings)
-    accelerator.end_training()
-    return results
+    return finish(accelerator, model, tokenizer, prepared, state, model_args, data_args, args, command, settings)
+
+
+def _resume(accelerator, optimizer, scheduler, state, args, resume_path, saved, changes) -> int:
+    """Load a checkpoint into the run, apply this run's changeable flags, record the resume; return the branch."""
+    out = Path(args.output_dir)
+    # accelerate restores the optimiser's hyper-parameters with its state: keep this run's (weight decay,
+    # momentum, betas), which the optimiser was just built from; the schedule then sets the rates
+    fresh = [{k: v for k, v in g.items() if k not in ("params", "lr", "initial_lr")} for g in optimizer.param_groups]
+    accelerator.load_state(str(resume_path))  # weights, optimiser, RNG: read with weights_only=True
+    for group, hyper in zip(optimizer.param_groups, fresh):
+        group.update(hyper)
+    restore_state(saved, resume_path, state, scheduler, args, accelerator.process_index)
+    branch, new_branch = next_branch(resume_path, out)
+    aside = None
+    if new_branch or any(k not in MUTABLE_WITHOUT_EFFECT for k in changes):
+        aside = set_aside_future_best(accelerator, out / BEST_DIR, state, branch)
+    accelerator.print(f"resumed from {resume_path} at step {state.global_step}"
+                      + (f" on new branch {branch} (the later checkpoints are kept)" if new_branch else ""))
+    if accelerator.is_main_process:
+        keep = out / f"metrics-before-branch{branch}.jsonl" if new_branch else None
+        truncate_metrics(out / METRICS_FILE, state.global_step, keep_copy_as=keep)
+        _write_metrics(out, {"type": "resume", "step": state.global_step, "from": str(resume_path),
+                             "branch": branch, "changed": changes, "lr": scheduler.get_last_lr()[0],
+                             **({"best_model_set_aside": str(aside)} if aside else {})})
+    accelerator.wait_for_everyone()
+    return branch
 
 
 def _restore_cache(unwrapped, loader: StreamLoader, tensors: list, device):

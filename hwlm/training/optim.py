@@ -86,10 +86,10 @@ class EpochDecay:
         return [g["lr"] for g in self.optimizer.param_groups]
 
     def state_dict(self) -> dict:
-        return {"epoch": self.epoch, "base_lrs": self.base_lrs}
+        return {"epoch": self.epoch}
 
     def load_state_dict(self, state: dict) -> None:
-        self.base_lrs = list(state["base_lrs"])
+        """Restore the progress; the rate follows from this run's ``--learning_rate`` and factors."""
         self.set_epoch(int(state["epoch"]))
 
 
@@ -100,6 +100,8 @@ class PlateauScheduler:
         self.optimizer = optimizer
         self.factor = factor
         self.best = float("inf")
+        self.num_decays = 0
+        self.base_lrs = [g["lr"] for g in optimizer.param_groups]
 
     def set_epoch(self, epoch: int) -> None:
         pass
@@ -111,6 +113,7 @@ class PlateauScheduler:
         if valid_loss < self.best:
             self.best = valid_loss
         else:
+            self.num_decays += 1
             for g in self.optimizer.param_groups:
                 g["lr"] /= self.factor
 
@@ -118,11 +121,19 @@ class PlateauScheduler:
         return [g["lr"] for g in self.optimizer.param_groups]
 
     def state_dict(self) -> dict:
-        return {"best": self.best, "lrs": self.get_last_lr()}
+        return {"best": self.best, "num_decays": self.num_decays}
 
     def load_state_dict(self, state: dict) -> None:
-        self.best = float(state["best"])
-        for g, lr in zip(self.optimizer.param_groups, state["lrs"]):
+        """Restore the progress (best loss, decays so far); the rate follows from this run's flags.
+
+        Divides once per decay, as `on_evaluate` did, so an unchanged run gets bit-identical rates.
+        """
+        self.best = float(state.get("best", float("inf")))
+        self.num_decays = int(state.get("num_decays", 0))
+        for g, base in zip(self.optimizer.param_groups, self.base_lrs):
+            lr = base
+            for _ in range(self.num_decays):
+                lr /= self.factor
             g["lr"] = lr
 
 
@@ -145,10 +156,16 @@ class _HFSchedule:
         return self.scheduler.get_last_lr()
 
     def state_dict(self) -> dict:
-        return self.scheduler.state_dict()
+        return {"step": self.scheduler.last_epoch}
 
     def load_state_dict(self, state: dict) -> None:
-        self.scheduler.load_state_dict(state)
+        """Move the schedule to optimiser step ``state["step"]``; base rates and lengths are this run's flags."""
+        s = self.scheduler
+        s.last_epoch = int(state["step"])
+        lrs = [base * lmbda(s.last_epoch) for lmbda, base in zip(s.lr_lambdas, s.base_lrs)]  # as LambdaLR.get_lr
+        for g, lr, base in zip(s.optimizer.param_groups, lrs, s.base_lrs):
+            g["lr"], g["initial_lr"] = lr, base
+        s._last_lr = lrs
 
 
 def create_scheduler(optimizer, args, num_training_steps: int):
@@ -156,7 +173,9 @@ def create_scheduler(optimizer, args, num_training_steps: int):
 
     The returned object has ``step()`` (after each optimiser step), ``set_epoch(epoch)`` (at each epoch
     start), ``on_evaluate(valid_loss)`` (after each validation), ``get_last_lr()`` and
-    ``state_dict()/load_state_dict()`` (saved in checkpoints).
+    ``state_dict()/load_state_dict()`` (JSON-able progress saved in checkpoints: the rates themselves are
+    recomputed from ``args``, so a resumed run may change ``--learning_rate``, the decay factor, warmup or
+    ``--max_train_steps``).
     """
     kind = args.lr_scheduler_type
     if kind == "plateau":

@@ -1,0 +1,123 @@
+"""Explicit resume: what a resumed run may change, what it may not, and the metrics file's repair.
+
+A checkpoint records the settings of the run that wrote it (``hwlm_state.json``). On resume:
+
+* settings that fix the model, the batch layout or the data (``FIXED_SETTINGS``, the data flags and the
+  number of processes) must be unchanged: a change is refused before any compute, naming the flag, both
+  values and the fix;
+* every other setting (learning rate, schedule, max steps, logging, evaluation, checkpointing) takes
+  effect, and the changes are written to ``metrics.jsonl`` as a ``{"type": "resume", ...}`` record.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from hwlm.training.arguments import parse_config_overrides
+from hwlm.training.checkpoint import STATE_NAME, CheckpointError
+
+__all__ = [
+    "FIXED_SETTINGS",
+    "MUTABLE_DATA_SETTINGS",
+    "changed_settings",
+    "check_resume_settings",
+    "read_checkpoint_state",
+    "repair_metrics",
+    "truncate_metrics",
+]
+
+# model shape, batch layout, data order and optimiser type: a change would silently train another run
+FIXED_SETTINGS = (
+    "model_type", "config_name", "config_overrides", "model_name_or_path",
+    "batching", "bptt", "variable_bptt", "per_device_train_batch_size", "gradient_accumulation_steps",
+    "seed", "optimizer", "mixed_precision", "prepared_data_dir", "num_processes",
+)
+# data flags that do not change the data itself (every other DataArguments field does)
+MUTABLE_DATA_SETTINGS = ("preprocessing_num_workers", "overwrite_cache")
+# where the run is, not what it is
+IGNORED_SETTINGS = ("output_dir", "resume_from_checkpoint", "overwrite_output_dir")
+
+
+def read_checkpoint_state(path: str | Path) -> dict[str, Any]:
+    """The JSON state hwlm saved in a checkpoint (trainer state, schedule progress, settings)."""
+    try:
+        return json.loads((Path(path) / STATE_NAME).read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise CheckpointError(f"checkpoint {str(path)!r}: {STATE_NAME} is missing or not JSON ({err})") from err
+
+
+def _normal(key: str, value: Any) -> Any:
+    return parse_config_overrides(value) if key == "config_overrides" else value
+
+
+def changed_settings(old: dict[str, Any], new: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """``{name: {"from": old, "to": new}}`` for every setting whose value differs (ignoring the folder flags)."""
+    changes = {}
+    for key in sorted(set(old) | set(new)):
+        if key in IGNORED_SETTINGS:
+            continue
+        a, b = _normal(key, old.get(key)), _normal(key, new.get(key))
+        if a != b:
+            changes[key] = {"from": old.get(key), "to": new.get(key)}
+    return changes
+
+
+def check_resume_settings(old: dict[str, Any], new: dict[str, Any], data_fields: set[str], checkpoint: Path) -> dict:
+    """Refuse changes that cannot apply to a resumed run; return the changes that may (to be recorded).
+
+    Args:
+        old / new: flat settings of the checkpoint's run and of this run (``num_processes`` included).
+        data_fields: the names of the data settings (``DataArguments`` fields).
+        checkpoint: the checkpoint folder, for the message.
+    Raises:
+        ValueError: a model, batch-layout or data setting differs.
+    """
+    changes = changed_settings(old, new)
+    fixed = set(FIXED_SETTINGS) | (set(data_fields) - set(MUTABLE_DATA_SETTINGS))
+    refused = {k: v for k, v in changes.items() if k in fixed}
+    if refused:
+        what = "; ".join(f"--{k} was {v['from']!r} and is {v['to']!r} now" for k, v in refused.items())
+        raise ValueError(
+            f"cannot resume from {str(checkpoint)!r} with these changes: {what}. They change the model, the batch "
+            "layout or the data, so the checkpoint's weights, optimiser and position would not fit. Resume with the "
+            "checkpoint's values, or start a new run in another --output_dir."
+        )
+    return changes
+
+
+def repair_metrics(path: Path) -> list[dict]:
+    """Read ``metrics.jsonl``, dropping a last line cut short by a crash; return the records.
+
+    Raises:
+        ValueError: a line other than the last is not JSON (the file was edited or corrupted, not cut).
+    """
+    if not path.exists():
+        return []
+    lines = [ln for ln in path.read_text().splitlines() if ln.strip()]
+    records = []
+    for i, line in enumerate(lines):
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError as err:
+            if i == len(lines) - 1:
+                break  # a write cut short by the crash: the resumed run rewrites it
+            raise ValueError(
+                f"{str(path)!r} line {i + 1} is not JSON ({err}); only a cut-off last line is repaired on resume. "
+                "Fix or remove that line."
+            ) from err
+    return records
+
+
+def truncate_metrics(path: Path, step: int, keep_copy_as: Path | None = None) -> None:
+    """Keep the records up to ``step`` (the resumed run rewrites the rest), repairing a cut-off last line.
+
+    With ``keep_copy_as``, the file as it was is first copied there (an abandoned timeline's record).
+    """
+    records = repair_metrics(path)
+    if keep_copy_as is not None and path.exists():
+        keep_copy_as.write_text("".join(json.dumps(r) + "\n" for r in records))
+    kept = [r for r in records if r.get("step", 0) <= step]
+    if path.exists():
+        path.write_text("".join(json.dumps(r) + "\n" for r in kept))

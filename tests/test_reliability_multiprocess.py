@@ -1,0 +1,129 @@
+"""Issue 14, item 2: real two-process runs on CPU, and their stop + resume.
+
+``accelerate launch --num_processes 2 --cpu`` starts ONE process on a CPU machine (accelerate's
+``simple_launcher``); ``--multi_gpu`` goes through torchrun and starts two, which run as one data-parallel job
+on CPUs only with ``ACCELERATE_USE_CPU=1`` (accelerate's ``AcceleratorState`` reads it; without it each process
+finds no GPU and trains alone). Each test asserts what actually ran: the ranks and process ids recorded in
+``hwlm_run.json`` and one carried-state file per rank in the checkpoints.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from _toy import TINY_LSTM, TINY_TRANSFORMER, lstm_flags, prepare_toy
+
+REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow  # still part of `make test` (pytest -q runs every mark)
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory) -> Path:
+    return prepare_toy(tmp_path_factory.mktemp("toy"))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# hwlm-train, then a report of whether the process group is still up (it must have been destroyed)
+DRIVER = """
+import sys
+import torch.distributed as dist
+from hwlm.cli.train import run
+run(sys.argv[1:])
+print(f"exit: process group initialized={dist.is_initialized()}", flush=True)
+"""
+
+
+def launch(flags: list[str], cwd: Path, *, use_cpu: bool = True, script: Path | None = None):
+    """The README's CPU form: ``ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes 2``."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}
+    env.pop("ACCELERATE_USE_CPU", None)
+    if use_cpu:
+        env["ACCELERATE_USE_CPU"] = "1"
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+           "--main_process_port", str(_free_port()), str(script or REPO / "scripts" / "train.py"), *flags]
+    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+
+
+def _ok(proc):
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+
+def _processes(out: Path) -> list[dict]:
+    return json.loads((out / "hwlm_run.json").read_text())["processes"]
+
+
+def _final_weights(out: Path) -> bytes:
+    from hwlm.training.checkpoint import find_latest_checkpoint
+
+    return (find_latest_checkpoint(out) / "model.safetensors").read_bytes()
+
+
+REGIMES = {
+    "streams": ["--config_overrides", TINY_LSTM + ",input_dropout=0.2", "--per_device_train_batch_size", "2"],
+    "blocks": ["--model_type", "hwlm_transformer", "--config_overrides", TINY_TRANSFORMER + ",hidden_dropout=0.1",
+               "--batching", "blocks", "--block_size", "16", "--per_device_train_batch_size", "2",
+               "--optimizer", "adamw", "--learning_rate", "3e-3", "--lr_scheduler_type", "cosine"],
+}
+
+
+@pytest.mark.parametrize("regime", sorted(REGIMES))
+def test_two_processes_stop_mid_epoch_and_resume_to_identical_weights(prepared, tmp_path, regime):
+    common = [*REGIMES[regime], "--max_train_steps", "9", "--checkpointing_steps", "3", "--save_total_limit", "5"]
+    full, part = tmp_path / "full", tmp_path / "part"
+    driver = tmp_path / "driver.py"
+    driver.write_text(DRIVER)
+    proc = launch(lstm_flags(prepared, full, *common), tmp_path, script=driver)
+    _ok(proc)
+    # both ranks destroyed the process group at the end of the run (a rank left in it can hang at exit)
+    assert proc.stdout.count("exit: process group initialized=False") == 2, proc.stdout[-2000:]
+    # two processes really ran, as one job: ranks 0 and 1 with their own process ids
+    procs = _processes(full)
+    assert sorted(p["rank"] for p in procs) == [0, 1] and len({p["pid"] for p in procs}) == 2
+    # the same kind of result as one process: every validation target scored exactly once
+    from hwlm.data import load_prepared
+
+    results = json.loads((full / "all_results.json").read_text())
+    assert results["validation_num_tokens"] == load_prepared(prepared).stream_tensor("validation").numel() - 1
+    stopped = launch(lstm_flags(prepared, part, *common, "--stop_after_steps", "4"), tmp_path)
+    _ok(stopped)
+    ckpt = part / "checkpoints" / "step_00000004"
+    assert ckpt.is_dir()  # a mid-epoch checkpoint (an epoch has more than 4 steps here)
+    state = json.loads((ckpt / "hwlm_state.json").read_text())
+    assert 0 < state["trainer"]["next_window"] and state["trainer"]["epoch"] == 0
+    if regime == "streams":
+        # each rank saved its own carried state, and they differ (rank 0's is not everyone's)
+        from safetensors.torch import load_file
+
+        r0, r1 = (load_file(str(ckpt / f"carried_rank{r}.safetensors")) for r in (0, 1))
+        assert r0.keys() == r1.keys() and any(not (r0[k] == r1[k]).all() for k in r0)
+    _ok(launch(lstm_flags(prepared, part, *common, "--resume_from_checkpoint", "latest"), tmp_path))
+    assert _final_weights(part) == _final_weights(full)
+    assert (part / "model.safetensors").read_bytes() == (full / "model.safetensors").read_bytes()
+    losses = lambda out: [(r["step"], r["loss"]) for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines())
+                          if r["type"] == "train"]  # noqa: E731
+    assert losses(part) == losses(full)
+
+
+def test_multi_gpu_launch_without_cpu_flag_is_refused_on_a_cpu_machine(prepared, tmp_path):
+    """Without ACCELERATE_USE_CPU each process would train alone into the same folder; hwlm refuses."""
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("on a GPU machine --multi_gpu is the right form")
+    proc = launch(lstm_flags(prepared, tmp_path / "out", "--max_train_steps", "2"), tmp_path, use_cpu=False)
+    assert proc.returncode != 0
+    assert "independent copies would train into one folder" in proc.stderr
+    assert "ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes 2" in proc.stderr
