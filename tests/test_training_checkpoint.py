@@ -8,10 +8,10 @@ import _toy  # noqa: F401
 from hwlm.training.checkpoint import (
     CheckpointError,
     find_latest_checkpoint,
-    load_state_tensors,
+    load_carried,
     resolve_checkpoint,
+    save_carried,
     save_checkpoint,
-    state_tensors,
     validate_checkpoint,
 )
 
@@ -40,13 +40,24 @@ def test_crash_during_a_write_leaves_the_previous_checkpoint_usable(tmp_path, mo
     assert find_latest_checkpoint(tmp_path / "nowhere") is None
 
 
-def test_recurrent_state_round_trips_through_plain_tensors():
-    from hwlm import RecurrentState
+@pytest.mark.parametrize("name", ["lstm", "gru", "transformer_memory"])
+def test_carried_state_round_trips_through_safetensors(name, tmp_path):
+    """Whatever state a model carries is saved as plain tensors + its pytree structure and rebuilt as itself."""
+    from test_models import make_model, random_ids
 
-    state = RecurrentState([(torch.randn(2, 4), torch.randn(2, 4)), (torch.randn(2, 4), torch.randn(2, 4))], 7)
-    saved = [t.clone() for t in state_tensors(state)]
-    fresh = RecurrentState([(torch.zeros(2, 4), torch.zeros(2, 4)) for _ in range(2)])
-    restored = load_state_tensors(fresh, saved)
-    assert all(torch.equal(a, b) for a, b in zip(state_tensors(restored), state_tensors(state)))
-    with pytest.raises(CheckpointError, match="does not match the model's state layout"):
-        load_state_tensors(RecurrentState([(torch.zeros(3, 4),)]), saved)
+    model = make_model(name)
+    carried = model(input_ids=random_ids(batch=2, time=9), use_cache=True).cache
+    save_carried(tmp_path, 1, carried)
+    assert load_carried(tmp_path, 0) is None  # another rank's file is not this rank's state
+    restored = load_carried(tmp_path, 1)
+    assert type(restored) is type(carried) and restored.get_seq_length() == 9
+    more = random_ids(batch=2, time=4, seed=3)
+    torch.testing.assert_close(model(input_ids=more, cache=restored).logits, model(input_ids=more, cache=carried).logits)
+
+
+def test_carried_state_without_structure_is_refused(tmp_path):
+    from safetensors.torch import save_file
+
+    save_file({"0": torch.zeros(2, 4)}, str(tmp_path / "carried_rank0.safetensors"))
+    with pytest.raises(CheckpointError, match="holds no pytree structure"):
+        load_carried(tmp_path, 0)

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
+from torch.utils import _pytree as pytree
 
 __all__ = [
     "CheckpointError",
@@ -40,8 +41,6 @@ __all__ = [
     "resolve_checkpoint",
     "save_checkpoint",
     "validate_checkpoint",
-    "state_tensors",
-    "load_state_tensors",
     "checkpoint_branch",
     "save_carried",
     "load_carried",
@@ -228,56 +227,40 @@ def save_checkpoint(
     return final
 
 
-def save_carried(folder: str | os.PathLike, rank: int, tensors: list[torch.Tensor]) -> None:
-    """Write one process's carried recurrent state as ``carried_rank{rank}.safetensors`` (nothing when empty)."""
-    if not tensors:
+def save_carried(folder: str | os.PathLike, rank: int, carried: Any) -> None:
+    """
+    Write one process's carried state (a model's `cache` object) as ``carried_rank{rank}.safetensors``: its tensors
+    (the pytree leaves) and, in the file's metadata, its pytree structure, so resume rebuilds the same object
+    without knowing its class. Nothing is written when there is no state. Only types registered as pytree nodes
+    (hwlm's `RecurrentState`, `SegmentMemory`) can be rebuilt: nothing is unpickled.
+    """
+    if carried is None:
         return
     from safetensors.torch import save_file
 
-    save_file({str(i): t.detach().cpu().contiguous() for i, t in enumerate(tensors)},
-              str(Path(folder) / f"carried_rank{rank}.safetensors"))
+    leaves, spec = pytree.tree_flatten(carried)
+    save_file(
+        {str(i): t.detach().cpu().contiguous() for i, t in enumerate(leaves)},
+        str(Path(folder) / f"carried_rank{rank}.safetensors"),
+        metadata={"treespec": pytree.treespec_dumps(spec)},
+    )
 
 
-def load_carried(folder: str | os.PathLike, rank: int) -> list[torch.Tensor]:
-    """This process's carried state from a checkpoint (``[]`` when the checkpoint holds none)."""
+def load_carried(folder: str | os.PathLike, rank: int, device: torch.device | str = "cpu") -> Any:
+    """This process's carried state from a checkpoint, rebuilt on ``device`` (``None`` when it holds none)."""
     path = Path(folder) / f"carried_rank{rank}.safetensors"
     if not path.is_file():
-        return []
-    from safetensors.torch import load_file
+        return None
+    from safetensors import safe_open
 
-    loaded = load_file(str(path))
-    return [loaded[str(i)] for i in range(len(loaded))]
-
-
-def state_tensors(obj: Any) -> list[torch.Tensor]:
-    """The tensors inside a recurrent state object, in a fixed traversal order.
-
-    Works for tensors, tuples/lists/dicts of them and objects whose attributes hold them, so the training
-    loop can checkpoint whatever state object a model returns without knowing its class (and without pickling).
-    """
-    if obj is None:
-        return []
-    if torch.is_tensor(obj):
-        return [obj]
-    if isinstance(obj, (list, tuple)):
-        return [t for item in obj for t in state_tensors(item)]
-    if isinstance(obj, dict):
-        return [t for key in sorted(obj, key=str) for t in state_tensors(obj[key])]
-    if hasattr(obj, "__dict__"):
-        return [t for key in sorted(vars(obj)) for t in state_tensors(vars(obj)[key])]
-    return []
-
-
-def load_state_tensors(template: Any, tensors: list[torch.Tensor]) -> Any:
-    """Copy ``tensors`` into the tensors of ``template`` (same structure, e.g. a fresh state); return it."""
-    targets = state_tensors(template)
-    if len(targets) != len(tensors) or any(t.shape != s.shape for t, s in zip(targets, tensors)):
+    with safe_open(str(path), framework="pt") as f:
+        spec = (f.metadata() or {}).get("treespec")
+        leaves = [f.get_tensor(str(i)).to(device) for i in range(len(f.keys()))]
+    if spec is None:
         raise CheckpointError(
-            "the recurrent state saved in the checkpoint does not match the model's state layout "
-            f"({[tuple(s.shape) for s in tensors]} vs {[tuple(t.shape) for t in targets]}); "
-            "was the checkpoint written with another batch size or model?"
+            f"{path} holds no pytree structure: it was written by an older hwlm. Resume from a checkpoint written by "
+            "this version, or start the run again."
         )
-    with torch.no_grad():
-        for t, s in zip(targets, tensors):
-            t.copy_(s.to(t.device, t.dtype))
-    return template
+    return pytree.tree_unflatten(leaves, pytree.treespec_loads(spec))
+
+

@@ -30,10 +30,8 @@ from hwlm.evaluation import evaluate_perplexity, supports_state_carrying
 from hwlm.training.arguments import check_config_overrides, parse_config_overrides
 from hwlm.training.checkpoint import (
     find_latest_checkpoint,
-    load_state_tensors,
     resolve_checkpoint,
     save_checkpoint,
-    state_tensors,
 )
 from hwlm.training.outputs import tracked_writes
 from hwlm.training.resume import check_resume_settings, read_checkpoint_state, truncate_metrics
@@ -80,7 +78,7 @@ class TrainerState:
     best_step: int = -1
     train_curve: list = field(default_factory=list)  # [step, loss]
     valid_curve: list = field(default_factory=list)  # [step, perplexity]
-    carried: list = field(default_factory=list)  # tensors of the recurrent state at the checkpoint
+    carried: Any = None  # the model's carried state (recurrent state, segment memory) at the checkpoint
 
     def state_dict(self) -> dict:
         """Everything but ``carried`` (saved per process as safetensors), as JSON-able values."""
@@ -453,9 +451,7 @@ def _fit(accelerator, model_args, data_args, args, command, settings, resume_pat
             loader.set_epoch(state.epoch)
             scheduler.set_epoch(state.epoch)
             n_windows = len(loader)
-            cache = None
-            if state.next_window > 0 and state.carried and args.batching == "streams":
-                cache = _restore_cache(unwrapped, loader, state.carried, accelerator.device)
+            cache = state.carried if state.next_window > 0 and args.batching == "streams" else None
             batches = loader.iter_windows(state.next_window) if args.batching == "streams" else loader.iter_batches(state.next_window)
             window_log = {"loss": 0.0, "tokens": 0, "t0": time.perf_counter()}
             group: list = []
@@ -530,7 +526,7 @@ def _fit(accelerator, model_args, data_args, args, command, settings, resume_pat
                 if end_of_epoch:
                     state.epoch += 1
                     state.next_window = 0
-                    state.carried = []
+                    state.carried = None
                     cache = None
                 if args.eval_steps and state.global_step % args.eval_steps == 0 and not end_of_epoch:
                     validate()
@@ -541,7 +537,7 @@ def _fit(accelerator, model_args, data_args, args, command, settings, resume_pat
                 want_stop = _any_across(accelerator, stop.requested)
                 periodic = (every and state.global_step % every == 0) or (end_of_epoch and args.checkpointing_steps == "epoch")
                 if periodic or want_stop:
-                    state.carried = [t.detach().cpu() for t in state_tensors(cache)] if cache is not None else []
+                    state.carried = cache
                     checkpoint()
                 if want_stop:
                     stopped_early = True
@@ -575,7 +571,7 @@ def _resume(accelerator, optimizer, scheduler, state, args, resume_path, saved, 
     accelerator.load_state(str(resume_path))  # weights, optimiser, RNG: read with weights_only=True
     for group, hyper in zip(optimizer.param_groups, fresh):
         group.update(hyper)
-    restore_state(saved, resume_path, state, scheduler, args, accelerator.process_index)
+    restore_state(saved, resume_path, state, scheduler, args, accelerator.process_index, accelerator.device)
     branch, new_branch = next_branch(resume_path, out)
     aside = None
     if new_branch or any(k not in MUTABLE_WITHOUT_EFFECT for k in changes):
@@ -590,21 +586,6 @@ def _resume(accelerator, optimizer, scheduler, state, args, resume_path, saved, 
                              **({"best_model_set_aside": str(aside)} if aside else {})})
     accelerator.wait_for_everyone()
     return branch
-
-
-def _restore_cache(unwrapped, loader: StreamLoader, tensors: list, device):
-    """Rebuild the carried recurrent state saved in a checkpoint, without knowing its class.
-
-    A zero state of the right structure comes from one forward pass with ``cache=None`` on one token per
-    stream (no gradient, no RNG use in eval mode); its tensors are then overwritten with the saved ones.
-    """
-    was_training = unwrapped.training
-    unwrapped.eval()
-    with torch.no_grad():
-        probe = loader.inputs[:, :1].to(device)  # (B, 1)
-        template = unwrapped(input_ids=probe, cache=None, use_cache=True).cache
-    unwrapped.train(was_training)
-    return load_state_tensors(template, tensors)
 
 
 def finish(accelerator, model, tokenizer, prepared, state, model_args, data_args, args, command, settings) -> dict:

@@ -129,14 +129,15 @@ def state_writer(accelerator, state, scheduler, settings: dict):
     return write
 
 
-def restore_state(saved: dict[str, Any], resume_path: Path, state, scheduler, args, rank: int) -> None:
-    """Restore the trainer state, this rank's carried state and the schedule's progress from a checkpoint.
+def restore_state(saved: dict[str, Any], resume_path: Path, state, scheduler, args, rank: int, device="cpu") -> None:
+    """Restore the trainer state, this rank's carried state (on ``device``) and the schedule's progress from a
+    checkpoint.
 
     The schedule's rates are recomputed from this run's flags; when ``--lr_scheduler_type`` changed, the new
     schedule starts from the run's position (step, epoch, best loss) instead of the old schedule's state.
     """
     state.load_state_dict(saved["trainer"])
-    state.carried = load_carried(resume_path, rank)
+    state.carried = load_carried(resume_path, rank, device)
     progress: dict[str, Any] = {"step": state.global_step, "epoch": state.epoch, "best": state.best_valid_loss,
                                 "num_decays": 0}
     if saved.get("scheduler_kind") == args.lr_scheduler_type:
