@@ -36,12 +36,14 @@ from typing import Any, Optional, Union
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import torch
 from datasets import Dataset, DatasetDict, Features, List, Value, load_dataset, load_from_disk
 from datasets.table import InMemoryTable
 from transformers import PreTrainedTokenizerBase
 
 from .tokenization import (
+    ARROW_ONLY_WHITESPACE,
     PRETOKENIZED_SETTINGS,
     TokenizerArguments,
     load_tokenizer,
@@ -428,17 +430,108 @@ def train_on_split(train: Dataset, settings: dict, *, show_progress: bool = Fals
 # --------------------------------------------------------------------------------------------
 
 
-class _LineEncoder:
-    """Batched map function: each text row -> its word ids + ``<eos>`` (picklable for num_proc)."""
+class ArrowLineEncoder:
+    """Encode lines to token ids + ``<eos>`` with Arrow compute and numpy, ids identical to the tokenizer's.
+
+    The bulk of a corpus is words already in the vocabulary; those are looked up in one vectorized
+    ``pyarrow.compute.index_in`` over the whitespace-split chunks. Everything else (unknown words, chunks the
+    pipeline splits or normalizes, lines with the four control characters Arrow treats as whitespace and Rust
+    does not) goes through the ``tokenizers`` tokenizer itself, once per distinct chunk. A vocabulary word is
+    looked up directly only if the tokenizer maps it to exactly its own id (checked once, at construction), so
+    the result equals ``backend_tokenizer.encode_batch`` on every line (a test compares both on every test corpus).
+
+    Used as a batched ``Dataset.map`` function over Arrow tables (picklable, so ``num_proc`` works).
+
+    Args:
+        tokenizer: a transformers tokenizer (``backend_tokenizer``, ``eos_token_id``) or a `tokenizers.Tokenizer`
+            with ``eos_id``.
+    """
 
     def __init__(self, tokenizer: PreTrainedTokenizerBase):
         self.backend = tokenizer.backend_tokenizer
         self.eos_id = tokenizer.eos_token_id
+        vocab = self.backend.get_vocab(with_added_tokens=True)
+        words = list(vocab)
+        encoded = self.backend.encode_batch_fast(words, add_special_tokens=False)
+        direct = [(w, vocab[w]) for w, e in zip(words, encoded) if e.ids == [vocab[w]]]
+        self.direct_words = pa.array([w for w, _ in direct], pa.large_string())
+        self.direct_ids = np.array([i for _, i in direct], dtype=np.int32)
 
-    def __call__(self, batch: dict) -> dict:
-        texts = [t if t is not None else "" for t in batch["text"]]
-        encodings = self.backend.encode_batch_fast(texts, add_special_tokens=False)
-        return {"input_ids": [e.ids + [self.eos_id] for e in encodings]}
+    def encode(self, lines: pa.Array) -> pa.Array:
+        """Encode lines.
+
+        Args:
+            lines (`pyarrow.Array` of strings): one corpus line per element (nulls count as empty lines).
+        Returns:
+            `pyarrow.ListArray` of int32: per line its ids followed by ``<eos>`` (an empty line: just ``<eos>``).
+        """
+        lines = pc.fill_null(lines, "")
+        odd = pc.match_substring_regex(lines, ARROW_ONLY_WHITESPACE).to_numpy(zero_copy_only=False)
+        odd_texts = pc.filter(lines, pa.array(odd)).to_pylist() if odd.any() else []
+        if odd_texts:  # encoded below with the tokenizer; here they count as empty lines
+            lines = pc.if_else(pa.array(odd), "", lines)
+        parts = pc.utf8_split_whitespace(lines)
+        chunk_ids, chunk_len, pool = self._encode_chunks(parts.flatten())
+        values, offsets = _append_eos(chunk_ids, chunk_len, pool, parts.offsets.to_numpy(), self.eos_id)
+        if odd_texts:
+            rows = np.split(values, offsets[1:-1])
+            for row, encoding in zip(np.flatnonzero(odd), self.backend.encode_batch_fast(odd_texts, add_special_tokens=False)):
+                rows[row] = np.array(encoding.ids + [self.eos_id], dtype=np.int32)
+            values = np.concatenate(rows)
+            offsets = np.concatenate([[0], np.cumsum([len(r) for r in rows])])
+        return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), pa.array(values, pa.int32()))
+
+    def _encode_chunks(self, chunks: pa.Array) -> tuple[np.ndarray, np.ndarray, tuple]:
+        """Per chunk: its id if it is a direct vocabulary word, else its ids (0..n) from the tokenizer."""
+        index = pc.index_in(chunks, value_set=self.direct_words)
+        found = pc.is_valid(index).to_numpy(zero_copy_only=False)
+        chunk_ids = self.direct_ids[pc.fill_null(index, 0).to_numpy(zero_copy_only=False)]  # (num_chunks,)
+        chunk_len = found.astype(np.int64)
+        misses = np.flatnonzero(~found)
+        pool = (misses, np.zeros(0, np.int64), np.zeros(0, np.int32), np.zeros(0, np.int64))
+        if len(misses):
+            missed = pc.take(chunks, pa.array(misses))
+            distinct = pc.unique(missed)
+            encoded = self.backend.encode_batch_fast(distinct.to_pylist(), add_special_tokens=False)
+            lengths = np.array([len(e.ids) for e in encoded], dtype=np.int64)  # "" -> 0
+            flat = np.fromiter((i for e in encoded for i in e.ids), dtype=np.int32, count=int(lengths.sum()))
+            which = pc.index_in(missed, value_set=distinct).to_numpy(zero_copy_only=False)
+            chunk_len[misses] = lengths[which]
+            pool = (misses, which, flat, np.concatenate([[0], np.cumsum(lengths)]))
+        return chunk_ids, chunk_len, pool
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        return pa.table({"input_ids": self.encode(batch.column("text").combine_chunks())})
+
+
+def _append_eos(chunk_ids, chunk_len, pool, line_offsets, eos_id) -> tuple[np.ndarray, np.ndarray]:
+    """Lay out the chunks' ids line by line with one ``<eos>`` after each line.
+
+    Args:
+        chunk_ids (`np.ndarray` (C,)): the id of each chunk found directly in the vocabulary.
+        chunk_len (`np.ndarray` (C,)): ids per chunk (1 for direct chunks, 0..n for the others).
+        pool (`tuple`): ``(miss positions, distinct index per miss, flat ids of the distinct misses, their offsets)``.
+        line_offsets (`np.ndarray` (L+1,)): chunk offsets of the lines.
+    Returns:
+        ``(values, offsets)``: int32 ids (N + L,) and int64 line offsets (L+1,).
+    """
+    misses, which, flat, flat_offsets = pool
+    if len(misses) and chunk_len[misses].max() > 1:  # a chunk the pipeline splits: scatter its ids
+        starts = np.concatenate([[0], np.cumsum(chunk_len)])  # (C+1,) where each chunk's ids start
+        tokens = np.empty(int(starts[-1]), dtype=np.int32)
+        direct = chunk_len == 1
+        direct[misses] = False
+        tokens[starts[:-1][direct]] = chunk_ids[direct]
+        lengths = chunk_len[misses]
+        inner = np.arange(int(lengths.sum())) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+        tokens[np.repeat(starts[misses], lengths) + inner] = flat[np.repeat(flat_offsets[which], lengths) + inner]
+    else:  # every chunk is at most one id (the usual case): a mask does it
+        single = chunk_len[misses] == 1
+        chunk_ids[misses[single]] = flat[flat_offsets[which[single]]]
+        tokens = chunk_ids[chunk_len == 1]
+    line_starts = np.concatenate([[0], np.cumsum(chunk_len)])[line_offsets]  # (L+1,) token offsets of the lines
+    values = np.insert(tokens, line_starts[1:], eos_id).astype(np.int32, copy=False)  # one <eos> after each line
+    return values, line_starts + np.arange(len(line_starts))
 
 
 def _flat_ids(ds: Dataset) -> np.ndarray:
@@ -526,24 +619,24 @@ def prepare_datasets(
     if block_size < 1:
         raise ValueError(f"block_size={block_size} must be >= 1.")
     fingerprint = tokenizer_fingerprint(tokenizer)
-    encoder = _LineEncoder(tokenizer)
+    encoder = ArrowLineEncoder(tokenizer)
     features = Features({"input_ids": List(Value("int32"))})
     streams = DatasetDict()
     for split, ds in corpus.items():
         # An explicit fingerprint: the datasets cache key is (input data, tokenizer, this code's version),
         # independent of how dill happens to hash the encoder object.
-        new_fp = hashlib.sha256(f"{ds._fingerprint}|{fingerprint}|hwlm-streams-v1".encode()).hexdigest()[:16]
-        streams[split] = ds.map(
+        new_fp = hashlib.sha256(f"{ds._fingerprint}|{fingerprint}|hwlm-streams-v2".encode()).hexdigest()[:16]
+        streams[split] = ds.with_format("arrow").map(
             encoder,
             batched=True,
-            batch_size=1000,
+            batch_size=10_000,
             num_proc=num_proc,
             remove_columns=ds.column_names,
             features=features,
             load_from_cache_file=not overwrite_cache,
             new_fingerprint=new_fp,
             desc=f"Tokenising {split}",
-        )
+        ).with_format(None)
     unk_id, eos_id = tokenizer.unk_token_id, tokenizer.eos_token_id
     stats, blocks = {}, DatasetDict()
     for split, ds in streams.items():
