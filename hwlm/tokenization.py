@@ -108,8 +108,9 @@ class TokenizerArguments:
     pre_tokenizer: Optional[str] = field(
         default=None,
         metadata={"help": "'whitespace' splits on whitespace only (already tokenized corpora such as PTB, "
-                  "WikiText); 'words' also splits punctuation off words (raw text). "
-                  "Default: whitespace (embedded corpus: words).",
+                  "WikiText); 'treebank' tokenizes raw text the way WikiText is (wasn 't, 1 @,@ 000, U.S.); "
+                  "'words' splits runs of punctuation off words. Default: whitespace (raw named corpora "
+                  "wikitext-*-raw: treebank; embedded corpus: words).",
                   "choices": list(PRE_TOKENIZERS)},
     )
 
@@ -290,6 +291,16 @@ def arrow_batches(texts: Iterable, batch_size: int = 10_000) -> Iterator[pa.Arra
         yield pa.array(batch, pa.large_string())
 
 
+def split_whitespace(lines: pa.Array) -> pa.ListArray:
+    """``pyarrow.compute.utf8_split_whitespace`` after trimming each line.
+
+    The trim works around a pyarrow 26 bug: on an array sliced out of a larger buffer (what datasets hands out),
+    the last string's trailing whitespace can stay on its last chunk ("change " instead of "change").
+    Empty strings remain where lines are empty; callers drop them.
+    """
+    return pc.utf8_split_whitespace(pc.utf8_trim_whitespace(lines))
+
+
 def split_odd_whitespace(lines: pa.Array) -> tuple[pa.Array, list[str]]:
     """Separate the lines holding `ARROW_ONLY_WHITESPACE` (returned as `str`) from the rest (an Arrow array)."""
     odd = pc.match_substring_regex(lines, ARROW_ONLY_WHITESPACE)
@@ -340,7 +351,7 @@ def count_words(texts: Iterable, tokenizer: Tokenizer) -> tuple[pa.Array, np.nda
     for lines in arrow_batches(texts):
         lines, odd = split_odd_whitespace(lines)
         odd_lines += odd
-        counted = pc.value_counts(pc.utf8_split_whitespace(lines).flatten())
+        counted = pc.value_counts(split_whitespace(lines).flatten())
         tables.append(pa.table({"word": counted.field("values"), "n": counted.field("counts")}))
         if len(tables) >= 32:  # keep memory at the distinct words, not the number of batches
             tables = [_sum_counts(tables)]

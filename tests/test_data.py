@@ -284,7 +284,7 @@ def test_num_proc_gives_the_same_streams(corpus_files):
 def test_prepared_folder_round_trip_and_fingerprint_check(tmp_path, corpus_files):
     prepared, tok = prepare_files(corpus_files, output_dir=tmp_path / "prep")
     out = tmp_path / "prep"
-    assert {p.name for p in out.iterdir()} == {"streams", "blocks", "tokenizer", "hwlm_data.json"}
+    assert {p.name for p in out.iterdir()} == {"streams", "blocks", "tokens", "tokenizer", "hwlm_data.json"}
     meta = json.loads((out / "hwlm_data.json").read_text())
     assert meta["tokenizer_fingerprint"] == tokenizer_fingerprint(tok)
     assert meta["vocab_size"] == len(tok) and meta["block_size"] == 4

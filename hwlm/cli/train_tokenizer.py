@@ -18,13 +18,13 @@ from typing import Optional
 from hwlm.cli.prepare import parse_args
 from hwlm.data import (
     EMBEDDED_SPLIT_PERCENT,
-    EMBEDDED_TOKENIZER_SETTINGS,
     DataArguments,
+    default_tokenizer_settings,
     describe_source,
     load_corpus,
     train_on_split,
 )
-from hwlm.tokenization import PRETOKENIZED_SETTINGS, SPECIAL_TOKENS, TokenizerArguments, tokenizer_fingerprint
+from hwlm.tokenization import SPECIAL_TOKENS, TokenizerArguments, tokenizer_fingerprint
 
 
 @dataclass
@@ -95,7 +95,7 @@ def main(argv: Optional[list[str]] = None) -> None:
     data_args, tok_args, out_args = parse(argv)
     source = describe_source(data_args)
     corpus = load_corpus(data_args)
-    settings = tok_args.resolved(EMBEDDED_TOKENIZER_SETTINGS if source["kind"] == "embedded" else PRETOKENIZED_SETTINGS)
+    settings = tok_args.resolved(default_tokenizer_settings(data_args))
     tokenizer = train_on_split(corpus["train"], settings, show_progress=True)
     out = Path(out_args.output_dir)
     tokenizer.save_pretrained(str(out))
