@@ -500,3 +500,25 @@ def detokenize_wikitext(line: str) -> str:
         else:
             out.append(part)
     return "".join(out).strip()
+
+
+def round_trip_agreement(lines: Iterable[str]) -> tuple[int, int]:
+    """How many non-empty lines of tokenized WikiText survive detokenize -> ``treebank`` re-tokenize unchanged.
+
+    ``<unk>`` (the tokenized release's rare-word marker) is replaced by a placeholder word first, since a raw
+    text would hold a real word there.
+
+    Args:
+        lines (`Iterable[str]`): lines of ``wiki.*.tokens`` (or the ``.raw`` release).
+    Returns:
+        ``(lines, agreeing)``: non-empty lines, and those whose words come back exactly.
+    """
+    tok = build_word_tokenizer(pre_tokenizer="treebank")
+    total = agreeing = 0
+    for line in lines:
+        if not line.strip():
+            continue
+        line = line.replace(UNK_TOKEN, "UNKWORD")
+        total += 1
+        agreeing += treebank_words(detokenize_wikitext(line), tok) == line.split()
+    return total, agreeing
