@@ -47,7 +47,10 @@ from transformers import PreTrainedTokenizerBase
 
 from . import corpora
 from .tokenization import (
+    _SPECIAL_PATTERN,
     ARROW_ONLY_WHITESPACE,
+    SPECIAL_TOKENS,
+    is_whitespace_only,
     split_whitespace,
     PRETOKENIZED_SETTINGS,
     TokenizerArguments,
@@ -529,8 +532,11 @@ class ArrowLineEncoder:
         self.eos_id = tokenizer.eos_token_id
         vocab = self.backend.get_vocab(with_added_tokens=True)
         words = list(vocab)
-        encoded = self.backend.encode_batch_fast(words, add_special_tokens=False)
-        direct = [(w, vocab[w]) for w, e in zip(words, encoded) if e.ids == [vocab[w]]]
+        if is_whitespace_only(self.backend):  # a word maps to itself unless a special token hides inside it
+            direct = [(w, vocab[w]) for w in words if w in SPECIAL_TOKENS or not _SPECIAL_PATTERN.search(w)]
+        else:
+            encoded = self.backend.encode_batch_fast(words, add_special_tokens=False)
+            direct = [(w, vocab[w]) for w, e in zip(words, encoded) if e.ids == [vocab[w]]]
         self.direct_words = pa.array([w for w, _ in direct], pa.large_string())
         self.direct_ids = np.array([i for _, i in direct], dtype=np.int32)
 
