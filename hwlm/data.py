@@ -33,6 +33,7 @@ import io
 import json
 import os
 import platform
+import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Union
@@ -705,11 +706,12 @@ def write_token_file(flat: np.ndarray, path: Union[str, Path], chunk: int = 1 <<
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.int64, shape=(len(flat),))
-    for start in range(0, len(flat), chunk):
-        out[start : start + chunk] = flat[start : start + chunk]
-    out.flush()
-    del out
+    # plain writes, not a writable memmap: mapped output pages would count in this process's resident memory
+    with open(tmp, "wb") as f:
+        np.lib.format.write_array_header_1_0(f, {"descr": np.lib.format.dtype_to_descr(np.dtype(np.int64)),
+                                                "fortran_order": False, "shape": (len(flat),)})
+        for start in range(0, len(flat), chunk):
+            f.write(np.ascontiguousarray(flat[start : start + chunk], dtype=np.int64).tobytes())
     os.replace(tmp, path)
     return path
 
@@ -815,9 +817,14 @@ def save_prepared(prepared: PreparedData, output_dir: Union[str, Path]) -> Path:
     token_files = {}
     for split in prepared.streams:
         source = prepared.token_files.get(split)
-        flat = np.load(source, mmap_mode="r") if source is not None and Path(source).is_file() \
-            else _flat_ids(prepared.streams[split])
-        token_files[split] = write_token_file(flat, out / "tokens" / f"{split}.npy")
+        target = out / "tokens" / f"{split}.npy"
+        if source is not None and Path(source).is_file():  # the cached file, copied without mapping it
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, target.with_name(f".{target.name}.tmp"))
+            os.replace(target.with_name(f".{target.name}.tmp"), target)
+            token_files[split] = target
+        else:
+            token_files[split] = write_token_file(_flat_ids(prepared.streams[split]), target)
     prepared.token_files = token_files
     if prepared.tokenizer is not None:
         prepared.tokenizer.save_pretrained(str(out / "tokenizer"))
