@@ -220,7 +220,7 @@ def main(argv=None) -> dict | None:
         "| method | median s | peak RSS MB | RSS growth MB | speed-up |",
         "|---|---:|---:|---:|---:|",
         f"| classic dict (pytorch/examples) | {med['classic']:.2f} | {peak['classic']:.0f} | {extra['classic']:.0f} | 1.0x |",
-        f"| hwlm (tokenizers + numpy) | {med['hwlm']:.2f} | {peak['hwlm']:.0f} | {extra['hwlm']:.0f} | {ratio:.1f}x |",
+        f"| hwlm (Arrow compute + numpy; tokenizers ids) | {med['hwlm']:.2f} | {peak['hwlm']:.0f} | {extra['hwlm']:.0f} | {ratio:.1f}x |",
     ]
     if pipeline:
         lines += [
