@@ -4,7 +4,9 @@ Both build a vocabulary from a corpus file and turn it into one 1-D tensor of to
 ``<eos>`` per line, side by side in one run on the same file:
 
 - classic: pytorch/examples ``word_language_model/data.py`` (a dict of word ids, a loop over lines);
-- hwlm: ``train_word_tokenizer`` (tokenizers WordLevel trainer) + ``encode_batch_fast`` + numpy.
+- hwlm: ``train_word_tokenizer`` (vocabulary counted with pyarrow compute, the WordLevel trainer's order) +
+  ``ArrowLineEncoder`` (pyarrow ``utf8_split_whitespace`` + ``index_in``, numpy) -> a ``tokenizers`` tokenizer
+  and the same ids it gives.
 
 Each repeat runs in a fresh subprocess so that peak memory (ru_maxrss) is per method; the table
 reports medians. The full pipeline (``hwlm-prepare`` on the three WikiText-2 files: datasets
@@ -13,6 +15,8 @@ loading, cached map, save_to_disk) is timed too, twice: the second run must hit 
     python bench/bench_preprocess.py            # WikiText-2 train, 5 repeats
     python bench/bench_preprocess.py --quick    # first 5,000 lines, 2 repeats, no pipeline runs
     python bench/bench_preprocess.py --tiny     # first 300 lines, 1 repeat (the tests)
+    python bench/bench_preprocess.py --big      # hwlm-prepare on WikiText-2 train x50 (104M tokens), once:
+                                                # wall time, peak RSS, memory-mapped streams (~10 min, 5 GB disk)
 
 Without the WikiText-2 file, --quick/--tiny use a generated corpus of random words.
 
@@ -67,22 +71,22 @@ def classic(path: str) -> "torch.Tensor":  # noqa: F821
 
 
 def hwlm_fast(path: str) -> "torch.Tensor":  # noqa: F821
-    """Train the word-level tokenizer streaming the file, encode all lines in Rust, flatten with numpy."""
+    """What hwlm-prepare runs on a split, minus datasets' file loading: read the lines into Arrow, count the
+    vocabulary with Arrow compute (`train_word_tokenizer`), encode with `ArrowLineEncoder` (ids proven equal to
+    the tokenizers tokenizer's by the tests), flatten with numpy."""
     import numpy as np
+    import pyarrow as pa
     import torch
 
     sys.path.insert(0, str(REPO))
+    from hwlm.data import ArrowLineEncoder
     from hwlm.tokenization import train_word_tokenizer
 
     with open(path, encoding="utf-8") as f:
-        tok = train_word_tokenizer(f)
-    backend, eos = tok.backend_tokenizer, tok.eos_token_id
-    with open(path, encoding="utf-8") as f:
-        lines = f.read().split("\n")[:-1]  # the file's lines; the text loader's convention
-    encodings = backend.encode_batch_fast(lines, add_special_tokens=False)
-    # chain + fromiter run in C: no Python-level loop over tokens
-    flat = np.fromiter(itertools.chain.from_iterable(e.ids + [eos] for e in encodings), dtype=np.int64)
-    return torch.from_numpy(flat)
+        lines = pa.array(f.read().split("\n")[:-1], pa.large_string())  # the file's lines; the text loader's convention
+    tok = train_word_tokenizer([lines])
+    encoded = ArrowLineEncoder(tok).encode(lines)
+    return torch.from_numpy(encoded.values.to_numpy().astype(np.int64))
 
 
 def worker(method: str, path: str) -> dict:
@@ -92,7 +96,7 @@ def worker(method: str, path: str) -> dict:
 
     if method == "hwlm":
         sys.path.insert(0, str(REPO))
-        import hwlm.tokenization  # noqa: F401
+        import hwlm.data  # noqa: F401  (datasets, transformers: imported before the clock starts)
     base = _rss_mb()
     start = time.perf_counter()
     ids = (classic if method == "classic" else hwlm_fast)(path)
@@ -124,12 +128,48 @@ def run_pipeline(folder: Path, cache: Path, out: Path) -> dict:
             "new_cache_files": new_files, "cache_hit": bool(before) and new_files == 0}
 
 
+def run_big(folder: Path, copies: int, tmp: Path) -> dict:
+    """hwlm-prepare on train.txt repeated ``copies`` times (+ valid/test): the WikiText-103-sized target.
+
+    Returns wall time and the child's peak RSS, then, in a fresh process, what loading the prepared folder
+    costs: RSS before and after ``stream_tensor("train")`` and reading every token (memory-mapped pages are
+    file-backed, so anonymous memory must stay flat).
+    """
+    big = tmp / "big"
+    big.mkdir()
+    with open(folder / "train.txt", "rb") as src:
+        text = src.read()
+    with open(big / "train.txt", "wb") as out:
+        for _ in range(copies):
+            out.write(text)
+    for name in ("valid.txt", "test.txt"):
+        (big / name).write_bytes((folder / name).read_bytes())
+    result = run_pipeline(big, tmp / "big-cache", tmp / "big-prep")
+    code = ("import json, sys; from hwlm.data import load_prepared\n"
+            "def mem():\n"
+            "    s = {l.split(':')[0]: int(l.split()[1]) for l in open('/proc/self/status') if l.startswith(('VmRSS', 'RssAnon'))}\n"
+            "    return s['VmRSS'] / 1024, s['RssAnon'] / 1024\n"
+            "p = load_prepared(sys.argv[1]); before = mem(); t = p.stream_tensor('train'); total = int(t.sum()); after = mem()\n"
+            "print(json.dumps({'tokens': len(t), 'rss_before_mb': before[0], 'rss_after_mb': after[0], "
+            "'anon_before_mb': before[1], 'anon_after_mb': after[1]}))")
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    done = subprocess.run([sys.executable, "-c", code, str(tmp / "big-prep")], env=env, check=True,
+                          capture_output=True, text=True)
+    result["load"] = json.loads(done.stdout.strip().splitlines()[-1])
+    meta = json.loads((tmp / "big-prep" / "hwlm_data.json").read_text())
+    result["tokens"] = meta["splits"]["train"]["tokens"]
+    result["copies"] = copies
+    return result
+
+
 def main(argv=None) -> dict | None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", default=str(SHARED / "wikitext-2" / "train.txt"), help="corpus file")
     parser.add_argument("--quick", action="store_true", help="first 5,000 lines, 2 repeats, no pipeline runs")
     parser.add_argument("--tiny", action="store_true", help="first 300 lines, 1 repeat (implies --quick)")
     parser.add_argument("--repeats", type=int, default=None)
+    parser.add_argument("--big", action="store_true", help="also hwlm-prepare WikiText-2 train x50 (104M tokens), once")
+    parser.add_argument("--big_copies", type=int, default=50, help=argparse.SUPPRESS)
     parser.add_argument("--out_dir", default=None, help="where the JSON goes (default bench/results)")
     parser.add_argument("--worker", choices=["classic", "hwlm"], help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -161,10 +201,12 @@ def main(argv=None) -> dict | None:
                     path.write_text("".join(line for _, line in zip(range(num_lines), f)), encoding="utf-8")
         runs = {m: [run_worker(m, str(path)) for _ in range(repeats)] for m in ("classic", "hwlm")}
         assert runs["classic"][0]["tokens"] == runs["hwlm"][0]["tokens"], "the two methods disagree on token counts"
-        pipeline = None
+        pipeline = big = None
         if not args.quick:
             cache, out = Path(tmp) / "cache", Path(tmp) / "prep"
             pipeline = {"first": run_pipeline(data.parent, cache, out), "second": run_pipeline(data.parent, cache, out)}
+        if args.big:
+            big = run_big(data.parent, args.big_copies, Path(tmp))
     med = {m: statistics.median(r["seconds"] for r in rs) for m, rs in runs.items()}
     peak = {m: max(r["peak_rss_mb"] for r in rs) for m, rs in runs.items()}
     extra = {m: max(r["peak_rss_mb"] - r["baseline_rss_mb"] for r in rs) for m, rs in runs.items()}
@@ -178,7 +220,7 @@ def main(argv=None) -> dict | None:
         "| method | median s | peak RSS MB | RSS growth MB | speed-up |",
         "|---|---:|---:|---:|---:|",
         f"| classic dict (pytorch/examples) | {med['classic']:.2f} | {peak['classic']:.0f} | {extra['classic']:.0f} | 1.0x |",
-        f"| hwlm (tokenizers + numpy) | {med['hwlm']:.2f} | {peak['hwlm']:.0f} | {extra['hwlm']:.0f} | {ratio:.1f}x |",
+        f"| hwlm (Arrow compute + numpy; tokenizers ids) | {med['hwlm']:.2f} | {peak['hwlm']:.0f} | {extra['hwlm']:.0f} | {ratio:.1f}x |",
     ]
     if pipeline:
         lines += [
@@ -190,10 +232,22 @@ def main(argv=None) -> dict | None:
             f"| second run | {pipeline['second']['seconds']:.1f} | {pipeline['second']['peak_rss_mb']:.0f} | "
             f"{pipeline['second']['cache_hit']} |",
         ]
+    if big:
+        load = big["load"]
+        lines += [
+            "",
+            f"| hwlm-prepare, WikiText-2 train x{big['copies']} ({big['tokens']:,} train tokens) | target | measured |",
+            "|---|---:|---:|",
+            f"| wall time (incl. imports, loading, cache writes, save) | <= 600 s | {big['seconds']:.0f} s |",
+            f"| peak RSS | <= 3,072 MB | {big['peak_rss_mb']:,.0f} MB |",
+            f"| stream_tensor('train') + reading every token: anonymous memory growth | ~0 (memory-mapped) | "
+            f"{load['anon_after_mb'] - load['anon_before_mb']:,.0f} MB (RSS incl. mapped pages "
+            f"{load['rss_before_mb']:,.0f} -> {load['rss_after_mb']:,.0f} MB) |",
+        ]
     header, table = lines[0], "\n".join(lines[2:])
     print("\n".join(lines))
     result = {"corpus": str(data), "quick": args.quick, "repeats": repeats, "runs": runs, "median_seconds": med,
-              "speedup": ratio, "peak_rss_mb": peak, "rss_growth_mb": extra, "pipeline": pipeline,
+              "speedup": ratio, "peak_rss_mb": peak, "rss_growth_mb": extra, "pipeline": pipeline, "big": big,
               "python": platform.python_version(), "cpus": os.cpu_count(), "size_mb": size_mb}
     results = Path(args.out_dir) if args.out_dir else REPO / "bench" / "results"
     results.mkdir(parents=True, exist_ok=True)

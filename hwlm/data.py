@@ -21,7 +21,9 @@ A prepared folder (``prepare_datasets(..., output_dir=...)``, ``hwlm-prepare``):
     output_dir/streams/         DatasetDict.save_to_disk: input_ids per line (int32)
     output_dir/blocks/          DatasetDict.save_to_disk: input_ids, labels (block_size each)
     output_dir/tokenizer/       the tokenizer used (AutoTokenizer.from_pretrained)
-    output_dir/hwlm_data.json   tokenizer fingerprint, vocab size, block size, counts, source
+    output_dir/tokens/          <split>.npy: each split's token stream, int64, memory-mapped by stream_tensor
+    output_dir/hwlm_data.json   tokenizer fingerprint, vocab size, block size, counts, source (with the
+                                content fingerprints of local input files)
 """
 
 from __future__ import annotations
@@ -29,19 +31,28 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import platform
+import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Union
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import torch
 from datasets import Dataset, DatasetDict, Features, List, Value, load_dataset, load_from_disk
 from datasets.table import InMemoryTable
 from transformers import PreTrainedTokenizerBase
 
+from . import corpora
 from .tokenization import (
+    _SPECIAL_PATTERN,
+    ARROW_ONLY_WHITESPACE,
+    SPECIAL_TOKENS,
+    is_whitespace_only,
+    split_whitespace,
     PRETOKENIZED_SETTINGS,
     TokenizerArguments,
     load_tokenizer,
@@ -58,9 +69,13 @@ REPO_TOKENIZER_DIR = Path(__file__).resolve().parents[1] / "tokenizer"
 #: dropped (mostly identifiers and numbers), at most 10,000 entries.
 EMBEDDED_TOKENIZER_SETTINGS = {"vocab_size": 10000, "min_frequency": 2, "lowercase": True, "nfkc": True,
                                "pre_tokenizer": "words"}
+#: Tokenizer settings for raw text (the ``wikitext-*-raw`` corpora): WikiText's own conventions, from raw text
+#: (the ``treebank`` pre-tokenizer) and its vocabulary rule (words seen fewer than 3 times become <unk>).
+RAW_TEXT_SETTINGS = {"vocab_size": None, "min_frequency": 3, "lowercase": False, "nfkc": False,
+                     "pre_tokenizer": "treebank"}
 #: Percent of reference-manual topics per split, assigned by the SHA-256 of the topic key.
 EMBEDDED_SPLIT_PERCENT = {"train": 80, "validation": 10, "test": 10}
-PREPARED_FORMAT_VERSION = 1
+PREPARED_FORMAT_VERSION = 2  # 2: tokens/<split>.npy (memory-mapped streams); 1 is still read
 _BUILDERS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet"}
 
 
@@ -75,7 +90,10 @@ class DataArguments:
 
     dataset_name: Optional[str] = field(
         default=None,
-        metadata={"help": "Hub dataset name, e.g. Salesforce/wikitext. Default: the embedded corpus."},
+        metadata={"help": "A classic corpus by name: ptb, wikitext-2, wikitext-103, wikitext-2-raw, wikitext-103-raw "
+                  "(local copies from $HWLM_DATA_DIR/<name>/, else downloaded once into the datasets cache; "
+                  "--train_file etc. override it), or any Hub dataset id, e.g. Salesforce/wikitext. "
+                  "Default: the embedded corpus."},
     )
     dataset_config_name: Optional[str] = field(
         default=None, metadata={"help": "Hub dataset configuration, e.g. wikitext-2-v1."}
@@ -243,29 +261,64 @@ def check_utf8(path: Union[str, Path], chunk_bytes: int = 1 << 23) -> None:
             line_base += chunk.count(b"\n")
 
 
+def _local_files(args: DataArguments) -> dict:
+    return {s: f for s, f in zip(SPLITS, (args.train_file, args.validation_file, args.test_file)) if f}
+
+
 def describe_source(args: DataArguments) -> dict:
     """A JSON-able record of where the corpus comes from (stored in ``hwlm_data.json``).
+
+    Local files (given, or a named corpus's copies or downloads) are recorded with their content fingerprint
+    (`hwlm.corpora.file_fingerprint`): size and a fast hash, so a file replaced by another is told apart even
+    when its modification time is the same.
 
     Args:
         args (`DataArguments`).
     Returns:
-        `dict` with ``kind`` (``"embedded"``, ``"hub"`` or ``"files"``) and its details.
+        `dict` with ``kind`` (``"embedded"``, ``"named"``, ``"hub"`` or ``"files"``) and its details.
     """
-    if args.dataset_name:
-        return {"kind": "hub", "dataset_name": args.dataset_name, "dataset_config_name": args.dataset_config_name,
-                "text_column": args.text_column}
-    files = {s: f for s, f in zip(SPLITS, (args.train_file, args.validation_file, args.test_file)) if f}
+    files = _local_files(args)
+    named = corpora.named_corpus(args.dataset_name)
     if files:
         return {"kind": "files", "files": {s: str(Path(f).resolve()) for s, f in files.items()},
+                "fingerprints": {s: corpora.file_fingerprint(f) for s, f in files.items()},
+                "text_column": args.text_column}
+    if named:
+        paths, _ = corpora.resolve(named)
+        return {"kind": "named", "dataset_name": named.name, "description": named.description,
+                "origin": "local copy" if corpora.local_copy(named) else "download", "urls": named.urls(),
+                "source": named.source, "files": paths,
+                "fingerprints": {s: [corpora.file_fingerprint(p) for p in ps] for s, ps in paths.items()}}
+    if args.dataset_name:
+        return {"kind": "hub", "dataset_name": args.dataset_name, "dataset_config_name": args.dataset_config_name,
                 "text_column": args.text_column}
     return {"kind": "embedded", **embedded_corpus_info()}
 
 
-def _load_files(files: dict[str, str], args: DataArguments) -> DatasetDict:
-    builders = set()
-    for split, name in files.items():
+def content_config_name(files: dict) -> str:
+    """A `datasets` config name made from the files' content (`hwlm.corpora.file_fingerprint`).
+
+    datasets keys its cache of local files by path and modification time, so a file replaced by other text with
+    the same time would be served from the cache; naming the config after the content makes that a cache miss.
+
+    Args:
+        files (`dict[str, str | list[str]]`): split -> file(s).
+    Returns:
+        `str`, ``"content-<16 hex digits>"``.
+    """
+    prints = {s: [corpora.file_fingerprint(p) for p in ([f] if isinstance(f, (str, Path)) else f)]
+              for s, f in sorted(files.items())}
+    return "content-" + hashlib.sha256(json.dumps(prints, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _load_files(files: dict, args: DataArguments, builder: Optional[str] = None) -> DatasetDict:
+    """Load local files (split -> path or list of paths) with the datasets builder their extension names."""
+    builders = {builder} if builder else set()
+    for split, name in ((s, n) for s, names in files.items() for n in ([names] if isinstance(names, str) else names)):
         path = Path(name)
         flag = {"train": "--train_file", "validation": "--validation_file", "test": "--test_file"}[split]
+        if builder:
+            continue
         if not path.is_file():
             raise FileNotFoundError(f"{flag} {name!r} does not exist (or is not a file); check the path.")
         if path.stat().st_size == 0:
@@ -279,11 +332,13 @@ def _load_files(files: dict[str, str], args: DataArguments) -> DatasetDict:
     kwargs: dict[str, Any] = {}
     if builder in ("text", "json", "csv"):
         if not args.replace_invalid_utf8:
-            for name in files.values():
-                check_utf8(name)
+            for names in files.values():
+                for name in [names] if isinstance(names, str) else names:
+                    check_utf8(name)
         kwargs["encoding_errors"] = "replace" if args.replace_invalid_utf8 else "strict"
+    data_files = {s: str(f) if isinstance(f, (str, Path)) else [str(p) for p in f] for s, f in files.items()}
     try:
-        return load_dataset(builder, data_files={s: str(f) for s, f in files.items()}, **kwargs)
+        return load_dataset(builder, name=content_config_name(files), data_files=data_files, **kwargs)
     except ValueError as e:
         if "corresponds to no data" not in str(e):
             raise
@@ -334,10 +389,13 @@ def _complete_splits(raw: DatasetDict, percentage: int, source: str) -> DatasetD
 
 
 def load_corpus(args: DataArguments) -> DatasetDict:
-    """Load the text: a Hub dataset, local files, or the embedded corpus.
+    """Load the text: local files, a named classic corpus, a Hub dataset, or the embedded corpus.
+
+    Local files are cached by `datasets` under a config named after their content (`content_config_name`).
 
     Args:
-        args (`DataArguments`): ``dataset_name``/``dataset_config_name``, or ``train_file`` (with
+        args (`DataArguments`): ``dataset_name`` (a name of `hwlm.corpora.NAMED_CORPORA` or a Hub id, with
+            ``dataset_config_name``), or ``train_file`` (with
             optional ``validation_file``/``test_file``), ``text_column``, ``validation_split_percentage``,
             ``replace_invalid_utf8``.
     Returns:
@@ -346,20 +404,27 @@ def load_corpus(args: DataArguments) -> DatasetDict:
         the end of train (``validation_split_percentage`` percent each).
     Raises:
         FileNotFoundError: a missing file or an unknown dataset, named.
+        ConnectionError: a named corpus could not be downloaded (see `hwlm.corpora.download`).
         ValueError: both a dataset and files, no train file, a missing text column, bytes that are not
             UTF-8 (file and line named), or an empty split.
     """
-    files = {s: f for s, f in zip(SPLITS, (args.train_file, args.validation_file, args.test_file)) if f}
-    if args.dataset_name and files:
+    files = _local_files(args)
+    named = corpora.named_corpus(args.dataset_name)
+    if args.dataset_name and files and not named:
         raise ValueError(
             f"give either --dataset_name ({args.dataset_name!r}) or local files ({files}), not both."
         )
     if files and "train" not in files:
         raise ValueError(f"--train_file is required when giving {list(files)} files.")
-    if args.dataset_name:
-        source, raw = f"dataset {args.dataset_name!r}", _load_hub(args)
-    elif files:
+    if files:  # local files override a named corpus (e.g. the one a preset names)
         source, raw = f"files {files}", _load_files(files, args)
+    elif named:
+        paths, builder = corpora.resolve(named)
+        raw = _load_files(paths, args, builder=builder)
+        source = f"corpus {named.name!r} ({'local copy' if builder == 'text' and corpora.local_copy(named) else 'download'})"
+        corpora.check_line_counts(named, {s: len(ds) for s, ds in raw.items()}, source)
+    elif args.dataset_name:
+        source, raw = f"dataset {args.dataset_name!r}", _load_hub(args)
     else:
         source, raw = "the embedded corpus", load_embedded_corpus()
     if not isinstance(raw, DatasetDict):
@@ -406,12 +471,30 @@ def load_or_train_tokenizer(
     overridden = any(v is not None for v in asdict(tokenizer_args).values())
     if embedded and not overridden and (REPO_TOKENIZER_DIR / "tokenizer.json").exists():
         return load_tokenizer(REPO_TOKENIZER_DIR)
-    settings = tokenizer_args.resolved(EMBEDDED_TOKENIZER_SETTINGS if embedded else PRETOKENIZED_SETTINGS)
+    settings = tokenizer_args.resolved(default_tokenizer_settings(args))
     return train_on_split(corpus["train"], settings, show_progress=show_progress)
 
 
+def default_tokenizer_settings(args: DataArguments) -> dict:
+    """Tokenizer settings for fields the user leaves unset: by corpus.
+
+    The embedded corpus: `EMBEDDED_TOKENIZER_SETTINGS` (what built ``tokenizer/``). A raw named corpus
+    (``wikitext-*-raw``): `RAW_TEXT_SETTINGS` (``treebank`` pre-tokenizer, words seen fewer than 3 times
+    dropped, as WikiText did). Anything else, including the user's own files: `PRETOKENIZED_SETTINGS`.
+
+    Returns:
+        `dict` of `train_word_tokenizer` keyword arguments.
+    """
+    if not args.dataset_name and not args.train_file:
+        return EMBEDDED_TOKENIZER_SETTINGS
+    named = corpora.named_corpus(args.dataset_name)
+    if named is not None and named.raw and not args.train_file:
+        return RAW_TEXT_SETTINGS
+    return PRETOKENIZED_SETTINGS
+
+
 def train_on_split(train: Dataset, settings: dict, *, show_progress: bool = False) -> PreTrainedTokenizerBase:
-    """Train a word-level tokenizer on a split's ``text`` column, streamed in batches of 1,000 rows.
+    """Train a word-level tokenizer on a split's ``text`` column, streamed as Arrow batches of 100,000 rows.
 
     Args:
         train (`Dataset`): with a ``text`` column.
@@ -419,7 +502,7 @@ def train_on_split(train: Dataset, settings: dict, *, show_progress: bool = Fals
     Returns:
         the trained transformers tokenizer.
     """
-    batches = ([t or "" for t in b["text"]] for b in train.iter(batch_size=1000))
+    batches = (b.column("text") for b in train.with_format("arrow").iter(batch_size=100_000))
     return train_word_tokenizer(batches, show_progress=show_progress, **settings)
 
 
@@ -428,17 +511,111 @@ def train_on_split(train: Dataset, settings: dict, *, show_progress: bool = Fals
 # --------------------------------------------------------------------------------------------
 
 
-class _LineEncoder:
-    """Batched map function: each text row -> its word ids + ``<eos>`` (picklable for num_proc)."""
+class ArrowLineEncoder:
+    """Encode lines to token ids + ``<eos>`` with Arrow compute and numpy, ids identical to the tokenizer's.
+
+    The bulk of a corpus is words already in the vocabulary; those are looked up in one vectorized
+    ``pyarrow.compute.index_in`` over the whitespace-split chunks. Everything else (unknown words, chunks the
+    pipeline splits or normalizes, lines with the four control characters Arrow treats as whitespace and Rust
+    does not) goes through the ``tokenizers`` tokenizer itself, once per distinct chunk. A vocabulary word is
+    looked up directly only if the tokenizer maps it to exactly its own id (checked once, at construction), so
+    the result equals ``backend_tokenizer.encode_batch`` on every line (a test compares both on every test corpus).
+
+    Used as a batched ``Dataset.map`` function over Arrow tables (picklable, so ``num_proc`` works).
+
+    Args:
+        tokenizer: a transformers tokenizer (``backend_tokenizer``, ``eos_token_id``) or a `tokenizers.Tokenizer`
+            with ``eos_id``.
+    """
 
     def __init__(self, tokenizer: PreTrainedTokenizerBase):
         self.backend = tokenizer.backend_tokenizer
         self.eos_id = tokenizer.eos_token_id
+        vocab = self.backend.get_vocab(with_added_tokens=True)
+        words = list(vocab)
+        if is_whitespace_only(self.backend):  # a word maps to itself unless a special token hides inside it
+            direct = [(w, vocab[w]) for w in words if w in SPECIAL_TOKENS or not _SPECIAL_PATTERN.search(w)]
+        else:
+            encoded = self.backend.encode_batch_fast(words, add_special_tokens=False)
+            direct = [(w, vocab[w]) for w, e in zip(words, encoded) if e.ids == [vocab[w]]]
+        self.direct_words = pa.array([w for w, _ in direct], pa.large_string())
+        self.direct_ids = np.array([i for _, i in direct], dtype=np.int32)
 
-    def __call__(self, batch: dict) -> dict:
-        texts = [t if t is not None else "" for t in batch["text"]]
-        encodings = self.backend.encode_batch_fast(texts, add_special_tokens=False)
-        return {"input_ids": [e.ids + [self.eos_id] for e in encodings]}
+    def encode(self, lines: pa.Array) -> pa.Array:
+        """Encode lines.
+
+        Args:
+            lines (`pyarrow.Array` of strings): one corpus line per element (nulls count as empty lines).
+        Returns:
+            `pyarrow.ListArray` of int32: per line its ids followed by ``<eos>`` (an empty line: just ``<eos>``).
+        """
+        lines = pc.fill_null(lines, "")
+        odd = pc.match_substring_regex(lines, ARROW_ONLY_WHITESPACE).to_numpy(zero_copy_only=False)
+        odd_texts = pc.filter(lines, pa.array(odd)).to_pylist() if odd.any() else []
+        if odd_texts:  # encoded below with the tokenizer; here they count as empty lines
+            lines = pc.if_else(pa.array(odd), "", lines)
+        parts = split_whitespace(lines)
+        chunk_ids, chunk_len, pool = self._encode_chunks(parts.flatten())
+        values, offsets = _append_eos(chunk_ids, chunk_len, pool, parts.offsets.to_numpy(), self.eos_id)
+        if odd_texts:
+            rows = np.split(values, offsets[1:-1])
+            for row, encoding in zip(np.flatnonzero(odd), self.backend.encode_batch_fast(odd_texts, add_special_tokens=False)):
+                rows[row] = np.array(encoding.ids + [self.eos_id], dtype=np.int32)
+            values = np.concatenate(rows)
+            offsets = np.concatenate([[0], np.cumsum([len(r) for r in rows])])
+        return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), pa.array(values, pa.int32()))
+
+    def _encode_chunks(self, chunks: pa.Array) -> tuple[np.ndarray, np.ndarray, tuple]:
+        """Per chunk: its id if it is a direct vocabulary word, else its ids (0..n) from the tokenizer."""
+        index = pc.index_in(chunks, value_set=self.direct_words)
+        found = pc.is_valid(index).to_numpy(zero_copy_only=False)
+        chunk_ids = self.direct_ids[pc.fill_null(index, 0).to_numpy(zero_copy_only=False)]  # (num_chunks,)
+        chunk_len = found.astype(np.int64)
+        misses = np.flatnonzero(~found)
+        pool = (misses, np.zeros(0, np.int64), np.zeros(0, np.int32), np.zeros(0, np.int64))
+        if len(misses):
+            missed = pc.take(chunks, pa.array(misses))
+            distinct = pc.unique(missed)
+            encoded = self.backend.encode_batch_fast(distinct.to_pylist(), add_special_tokens=False)
+            lengths = np.array([len(e.ids) for e in encoded], dtype=np.int64)  # "" -> 0
+            flat = np.fromiter((i for e in encoded for i in e.ids), dtype=np.int32, count=int(lengths.sum()))
+            which = pc.index_in(missed, value_set=distinct).to_numpy(zero_copy_only=False)
+            chunk_len[misses] = lengths[which]
+            pool = (misses, which, flat, np.concatenate([[0], np.cumsum(lengths)]))
+        return chunk_ids, chunk_len, pool
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        return pa.table({"input_ids": self.encode(batch.column("text").combine_chunks())})
+
+
+def _append_eos(chunk_ids, chunk_len, pool, line_offsets, eos_id) -> tuple[np.ndarray, np.ndarray]:
+    """Lay out the chunks' ids line by line with one ``<eos>`` after each line.
+
+    Args:
+        chunk_ids (`np.ndarray` (C,)): the id of each chunk found directly in the vocabulary.
+        chunk_len (`np.ndarray` (C,)): ids per chunk (1 for direct chunks, 0..n for the others).
+        pool (`tuple`): ``(miss positions, distinct index per miss, flat ids of the distinct misses, their offsets)``.
+        line_offsets (`np.ndarray` (L+1,)): chunk offsets of the lines.
+    Returns:
+        ``(values, offsets)``: int32 ids (N + L,) and int64 line offsets (L+1,).
+    """
+    misses, which, flat, flat_offsets = pool
+    if len(misses) and chunk_len[misses].max() > 1:  # a chunk the pipeline splits: scatter its ids
+        starts = np.concatenate([[0], np.cumsum(chunk_len)])  # (C+1,) where each chunk's ids start
+        tokens = np.empty(int(starts[-1]), dtype=np.int32)
+        direct = chunk_len == 1
+        direct[misses] = False
+        tokens[starts[:-1][direct]] = chunk_ids[direct]
+        lengths = chunk_len[misses]
+        inner = np.arange(int(lengths.sum())) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+        tokens[np.repeat(starts[misses], lengths) + inner] = flat[np.repeat(flat_offsets[which], lengths) + inner]
+    else:  # every chunk is at most one id (the usual case): a mask does it
+        single = chunk_len[misses] == 1
+        chunk_ids[misses[single]] = flat[flat_offsets[which[single]]]
+        tokens = chunk_ids[chunk_len == 1]
+    line_starts = np.concatenate([[0], np.cumsum(chunk_len)])[line_offsets]  # (L+1,) token offsets of the lines
+    values = np.insert(tokens, line_starts[1:], eos_id).astype(np.int32, copy=False)  # one <eos> after each line
+    return values, line_starts + np.arange(len(line_starts))
 
 
 def _flat_ids(ds: Dataset) -> np.ndarray:
@@ -483,9 +660,15 @@ class PreparedData:
     source: dict = field(default_factory=dict)
     tokenizer: Optional[PreTrainedTokenizerBase] = None
     path: Optional[Path] = None
+    token_files: dict = field(default_factory=dict)
 
     def stream_tensor(self, split: str) -> torch.LongTensor:
-        """The whole split as one token stream.
+        """The whole split as one token stream, memory-mapped when a token file exists.
+
+        A prepared folder holds ``tokens/<split>.npy`` (int64), and preparation without a folder writes the
+        same file next to the datasets cache; the tensor then maps that file copy-on-write, so its pages are
+        read on demand and shared by every process that maps it (training on 100M tokens keeps no private
+        copy of the stream; each process copies only its own streams into its loader).
 
         Args:
             split (`str`): ``"train"``, ``"validation"`` or ``"test"``.
@@ -494,7 +677,43 @@ class PreparedData:
         """
         if split not in self.streams:
             raise ValueError(f"split {split!r} is not prepared; available: {list(self.streams)}.")
+        path = self.token_files.get(split)
+        if path is not None and Path(path).is_file():
+            return torch.from_numpy(np.load(path, mmap_mode="c"))  # "c": writable view, pages shared until written
         return torch.from_numpy(_flat_ids(self.streams[split]).astype(np.int64))
+
+    def block_tensor(self, split: str) -> torch.LongTensor:
+        """The split cut into rows of ``block_size`` tokens, as a view of `stream_tensor` (no copy).
+
+        Returns:
+            `torch.LongTensor` of shape (num_blocks, block_size), equal to ``blocks[split]["input_ids"]``.
+        """
+        stream = self.stream_tensor(split)
+        n = len(stream) // self.block_size
+        return stream[: n * self.block_size].view(n, self.block_size)  # (num_blocks, block_size)
+
+
+def write_token_file(flat: np.ndarray, path: Union[str, Path], chunk: int = 1 << 24) -> Path:
+    """Write a token stream as an int64 ``.npy`` file, chunk by chunk, atomically (temporary file + rename).
+
+    Args:
+        flat (`np.ndarray` (N,)): token ids (any integer type).
+        path: the ``.npy`` file.
+        chunk (`int`): ids converted per step, so memory stays at ``chunk`` int64 values beyond ``flat``.
+    Returns:
+        the path.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    # plain writes, not a writable memmap: mapped output pages would count in this process's resident memory
+    with open(tmp, "wb") as f:
+        np.lib.format.write_array_header_1_0(f, {"descr": np.lib.format.dtype_to_descr(np.dtype(np.int64)),
+                                                "fortran_order": False, "shape": (len(flat),)})
+        for start in range(0, len(flat), chunk):
+            f.write(np.ascontiguousarray(flat[start : start + chunk], dtype=np.int64).tobytes())
+    os.replace(tmp, path)
+    return path
 
 
 def prepare_datasets(
@@ -526,26 +745,26 @@ def prepare_datasets(
     if block_size < 1:
         raise ValueError(f"block_size={block_size} must be >= 1.")
     fingerprint = tokenizer_fingerprint(tokenizer)
-    encoder = _LineEncoder(tokenizer)
+    encoder = ArrowLineEncoder(tokenizer)
     features = Features({"input_ids": List(Value("int32"))})
     streams = DatasetDict()
     for split, ds in corpus.items():
         # An explicit fingerprint: the datasets cache key is (input data, tokenizer, this code's version),
         # independent of how dill happens to hash the encoder object.
-        new_fp = hashlib.sha256(f"{ds._fingerprint}|{fingerprint}|hwlm-streams-v1".encode()).hexdigest()[:16]
-        streams[split] = ds.map(
+        new_fp = hashlib.sha256(f"{ds._fingerprint}|{fingerprint}|hwlm-streams-v2".encode()).hexdigest()[:16]
+        streams[split] = ds.with_format("arrow").map(
             encoder,
             batched=True,
-            batch_size=1000,
+            batch_size=10_000,
             num_proc=num_proc,
             remove_columns=ds.column_names,
             features=features,
             load_from_cache_file=not overwrite_cache,
             new_fingerprint=new_fp,
             desc=f"Tokenising {split}",
-        )
+        ).with_format(None)
     unk_id, eos_id = tokenizer.unk_token_id, tokenizer.eos_token_id
-    stats, blocks = {}, DatasetDict()
+    stats, blocks, token_files = {}, DatasetDict(), {}
     for split, ds in streams.items():
         flat = _flat_ids(ds)
         lines, tokens = len(ds), len(flat)
@@ -564,13 +783,25 @@ def prepare_datasets(
         stats[split] = {"lines": lines, "words": words, "tokens": tokens, "eos": int(np.count_nonzero(flat == eos_id)),
                         "unk": unk, "oov_rate": unk / words, "blocks": tokens // block_size}
         blocks[split] = _blocks_of(flat, block_size)
+        token_files[split] = _cached_token_file(ds, flat)
     prepared = PreparedData(
         streams=streams, blocks=blocks, tokenizer_fingerprint=fingerprint, vocab_size=len(tokenizer),
         block_size=block_size, stats=stats, source=source or {}, tokenizer=tokenizer,
+        token_files={s: f for s, f in token_files.items() if f is not None},
     )
     if output_dir is not None:
         save_prepared(prepared, output_dir)
     return prepared
+
+
+def _cached_token_file(ds: Dataset, flat: np.ndarray) -> Optional[Path]:
+    """The split's int64 token file next to its datasets cache file (written once per map fingerprint)."""
+    if not ds.cache_files:
+        return None  # an in-memory dataset: stream_tensor concatenates the rows instead
+    path = Path(ds.cache_files[0]["filename"]).parent / f"hwlm-tokens-{ds._fingerprint}.npy"
+    if not path.is_file():
+        write_token_file(flat, path)
+    return path
 
 
 def save_prepared(prepared: PreparedData, output_dir: Union[str, Path]) -> Path:
@@ -583,6 +814,18 @@ def save_prepared(prepared: PreparedData, output_dir: Union[str, Path]) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     prepared.streams.save_to_disk(str(out / "streams"))
     prepared.blocks.save_to_disk(str(out / "blocks"))
+    token_files = {}
+    for split in prepared.streams:
+        source = prepared.token_files.get(split)
+        target = out / "tokens" / f"{split}.npy"
+        if source is not None and Path(source).is_file():  # the cached file, copied without mapping it
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, target.with_name(f".{target.name}.tmp"))
+            os.replace(target.with_name(f".{target.name}.tmp"), target)
+            token_files[split] = target
+        else:
+            token_files[split] = write_token_file(_flat_ids(prepared.streams[split]), target)
+    prepared.token_files = token_files
     if prepared.tokenizer is not None:
         prepared.tokenizer.save_pretrained(str(out / "tokenizer"))
     meta = {
@@ -592,6 +835,7 @@ def save_prepared(prepared: PreparedData, output_dir: Union[str, Path]) -> Path:
         "block_size": prepared.block_size,
         "line_convention": "each line -> its words + one <eos>; an empty line -> one <eos>",
         "splits": prepared.stats,
+        "token_files": {split: f"tokens/{split}.npy" for split in prepared.streams},
         "source": prepared.source,
     }
     (out / "hwlm_data.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
@@ -645,6 +889,7 @@ def load_prepared(
         source=meta.get("source", {}),
         tokenizer=tokenizer,
         path=folder,
+        token_files={s: folder / f for s, f in meta.get("token_files", {}).items()},
     )
 
 

@@ -4,7 +4,13 @@ The pipeline, component by component::
 
     normalizer     optional NFKC, optional lowercasing
     pre-tokenizer  "whitespace": split on Unicode whitespace only (PTB, WikiText: already tokenized)
-                   "words":      also split punctuation off words (raw text)
+                   "words":      also split punctuation off words (\\w+|[^\\w\\s]+: runs of punctuation stay together)
+                   "treebank":   raw text tokenized the way WikiText is (Treebank-style, see `TREEBANK_TOKEN_PATTERN`):
+                                 normalizer rules write numbers and hyphenated words as WikiText does
+                                 ("1,000" -> 1 @,@ 000, "3.5" -> 3 @.@ 5, "well-known" -> well @-@ known), then
+                                 punctuation is split off one mark at a time, an apostrophe starts a new word
+                                 ("wasn't" -> wasn 't, "O'Brien" -> O 'Brien), abbreviations ("U.S.", "Dr.", "e.g."),
+                                 "...", URLs and words with inner dots ("About.com") stay whole
     model          WordLevel, unknown words -> <unk>
     decoder        writes a space before every word, so decoded words can be appended to any text
 
@@ -20,11 +26,15 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Union
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, TokenizersBackend
 
@@ -33,7 +43,36 @@ EOS_TOKEN = "<eos>"
 PAD_TOKEN = "<pad>"
 #: Special tokens in id order: ``<unk>`` = 0, ``<eos>`` = 1, ``<pad>`` = 2.
 SPECIAL_TOKENS = (UNK_TOKEN, EOS_TOKEN, PAD_TOKEN)
-PRE_TOKENIZERS = ("whitespace", "words")
+PRE_TOKENIZERS = ("whitespace", "words", "treebank")
+
+#: Abbreviations that keep their period (case-sensitive): those WikiText writes with their period more often
+#: than split off. Abbreviations that also end sentences there (Jr, Inc, Co, Ltd, Vol, c, al) are left out:
+#: WikiText splits the period off those more often than not.
+TREEBANK_ABBREVIATIONS = (
+    "Mr", "Mrs", "Ms", "Dr", "St", "Sr", "No", "Nos", "Op", "vs", "v", "pp", "p", "Bros", "Corp", "Lt", "Gen", "Col",
+    "Capt", "Sgt", "Cpl", "Adm", "Rev", "Prof", "Mt", "Ft", "Gov", "Sen", "Rep", "Jan", "Feb", "Aug", "Sept", "Oct",
+    "Nov", "Dec", "cf", "approx", "var", "Nr", "sp", "ssp",
+)
+_W = r"\p{L}\p{M}\p{N}_"  # word characters: letters (any script), combining marks, digits, underscore
+#: What one token of the ``treebank`` pre-tokenizer is, tried in this order inside each whitespace-separated chunk
+#: (the normalizer has already written "1,000" as "1 @,@ 000", see `TREEBANK_NORMALIZER_RULES`).
+TREEBANK_TOKEN_PATTERN = "|".join([
+    r"@[-,.]@",  # WikiText's number and hyphen markers
+    r"(?:https?://|www\.)[^\s\"<>]*[^\s\"<>.,;:!?)\]}'’]",  # URLs, without trailing punctuation
+    r"(?:\p{L}\.){2,}",  # U.S., e.g., p.m., L.A.M.B.
+    r"(?<![" + _W + r"])(?:" + "|".join(TREEBANK_ABBREVIATIONS) + r")\.(?![" + _W + r"])",  # Dr. St. No.
+    r"(?<![" + _W + r"])\p{Lu}\.(?=$)",  # an initial at the end of a chunk: "J." of "J. R. R. Tolkien"
+    r"['’][" + _W + r"]+",  # 's 't 're 'Brien: an apostrophe inside a word starts a new one
+    r"[" + _W + r"]+(?:\.[" + _W + r"]+)*",  # words, numbers, About.com
+    r"\.{2,}|-{2,}",  # ... and --
+    r"[^\s" + _W + r"]",  # any other mark, one at a time
+])
+#: Normalizer rules of the ``treebank`` pre-tokenizer (pattern, replacement): WikiText's number and hyphen markers.
+TREEBANK_NORMALIZER_RULES = (
+    (r"(?<=\p{N}),(?=\p{N})", " @,@ "),
+    (r"(?<=\p{N})\.(?=\p{N})", " @.@ "),
+    (r"(?<=[" + _W + r"])-(?=[" + _W + r"])", " @-@ "),
+)
 
 
 @dataclass
@@ -70,8 +109,9 @@ class TokenizerArguments:
     pre_tokenizer: Optional[str] = field(
         default=None,
         metadata={"help": "'whitespace' splits on whitespace only (already tokenized corpora such as PTB, "
-                  "WikiText); 'words' also splits punctuation off words (raw text). "
-                  "Default: whitespace (embedded corpus: words).",
+                  "WikiText); 'treebank' tokenizes raw text the way WikiText is (wasn 't, 1 @,@ 000, U.S.); "
+                  "'words' splits runs of punctuation off words. Default: whitespace (raw named corpora "
+                  "wikitext-*-raw: treebank; embedded corpus: words).",
                   "choices": list(PRE_TOKENIZERS)},
     )
 
@@ -104,7 +144,7 @@ def build_word_tokenizer(
         vocab (`dict[str, int]`, *optional*): word -> id; must hold the special tokens at ids 0, 1, 2.
         lowercase (`bool`): add a lowercasing normalizer.
         nfkc (`bool`): add an NFKC normalizer (before lowercasing).
-        pre_tokenizer (`str`): ``"whitespace"`` or ``"words"`` (see the module docstring).
+        pre_tokenizer (`str`): ``"whitespace"``, ``"words"`` or ``"treebank"`` (see the module docstring).
     Returns:
         `tokenizers.Tokenizer`.
     Raises:
@@ -113,23 +153,38 @@ def build_word_tokenizer(
     if pre_tokenizer not in PRE_TOKENIZERS:
         raise ValueError(
             f"pre_tokenizer={pre_tokenizer!r} is not supported; use one of {list(PRE_TOKENIZERS)} "
-            "('whitespace' for already tokenized text, 'words' for raw text)."
+            "('whitespace' for already tokenized text, 'treebank' for raw text tokenized like WikiText, 'words' to "
+            "split punctuation runs off words)."
         )
     tok = Tokenizer(models.WordLevel(vocab=vocab or {}, unk_token=UNK_TOKEN))
     steps = ([normalizers.NFKC()] if nfkc else []) + ([normalizers.Lowercase()] if lowercase else [])
+    if pre_tokenizer == "treebank":
+        steps += [normalizers.Replace(Regex(pattern), content) for pattern, content in TREEBANK_NORMALIZER_RULES]
     if steps:
         tok.normalizer = normalizers.Sequence(steps)
-    # WhitespaceSplit splits on the Unicode White_Space property (tab, CR, NBSP, U+3000, ...), so
-    # those behave like ordinary spaces; Whitespace is the regex \w+|[^\w\s]+.
-    tok.pre_tokenizer = (
-        pre_tokenizers.WhitespaceSplit() if pre_tokenizer == "whitespace" else pre_tokenizers.Whitespace()
-    )
+    tok.pre_tokenizer = _pre_tokenizer(pre_tokenizer)
     # A space before every word, the first included (as GPT-2's "Ġ" tokens carry their space): the
     # text-generation pipeline returns prompt + decode(new tokens), which only reads right if the
     # decoded continuation starts with its space. Decoding a whole text therefore starts with " ";
     # `.strip()` it where that matters.
     tok.decoder = decoders.Replace(Regex("^"), " ")
     return tok
+
+
+def _pre_tokenizer(name: str) -> pre_tokenizers.PreTokenizer:
+    # WhitespaceSplit splits on the Unicode White_Space property (tab, CR, NBSP, U+3000, ...), so
+    # those behave like ordinary spaces; Whitespace is the regex \w+|[^\w\s]+.
+    if name == "whitespace":
+        return pre_tokenizers.WhitespaceSplit()
+    if name == "words":
+        return pre_tokenizers.Whitespace()
+    # treebank: whitespace first (the same Unicode whitespace as above), then the token pattern inside each
+    # chunk; invert=True keeps the matches and removes the rest, and the last alternative of the pattern
+    # matches any non-space character, so nothing is dropped.
+    return pre_tokenizers.Sequence([
+        pre_tokenizers.WhitespaceSplit(),
+        pre_tokenizers.Split(Regex(TREEBANK_TOKEN_PATTERN), behavior="removed", invert=True),
+    ])
 
 
 def wrap_tokenizer(tok: Tokenizer) -> TokenizersBackend:
@@ -161,16 +216,17 @@ def train_word_tokenizer(
     pre_tokenizer: str = "whitespace",
     show_progress: bool = False,
 ) -> TokenizersBackend:
-    """Train a word-level tokenizer with ``train_from_iterator`` on a stream of lines.
+    """Train a word-level tokenizer on a stream of lines: the vocabulary ``tokenizers``' WordLevelTrainer would
+    build, counted with Arrow compute (see `count_words`; a test checks both give the same tokenizer).
 
     Args:
-        texts (`Iterable[str]`): lines (or batches of lines as `list[str]`), consumed once and
-            streamed; a `datasets` column iterator or an open text file both work.
+        texts (`Iterable`): lines (`str`), or batches of lines (`list[str]` or `pyarrow` string arrays),
+            consumed once and streamed; a `datasets` column iterator or an open text file both work.
         vocab_size (`int`, *optional*): cap on the vocabulary, counting the 3 special tokens; the
             most frequent words are kept. ``None``: no cap.
         min_frequency (`int`): drop words seen fewer times.
         lowercase, nfkc, pre_tokenizer: see `build_word_tokenizer`.
-        show_progress (`bool`): show the trainer's progress bar.
+        show_progress (`bool`): accepted for compatibility; counting is a few seconds even at 100M words.
     Returns:
         `transformers.TokenizersBackend`: ``<unk>``=0, ``<eos>``=1, ``<pad>``=2, then words by
         decreasing frequency (ties by the trainer's order, which is deterministic).
@@ -187,47 +243,162 @@ def train_word_tokenizer(
     if min_frequency < 1:
         raise ValueError(f"min_frequency={min_frequency} must be >= 1.")
     tok = build_word_tokenizer(lowercase=lowercase, nfkc=nfkc, pre_tokenizer=pre_tokenizer)
-    # Registered before training so that "<unk>" in the text stays one word even with the "words"
-    # pre-tokenizer (added tokens are cut out before pre-tokenization, during training too).
-    tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in SPECIAL_TOKENS])
-    # The corpus may itself contain "<unk>" (PTB, WikiText) or even "<eos>": the trainer then counts
-    # it as a word and gives it a second id, leaving a hole in the vocabulary. Leave room for that
-    # (cap + 3) and renumber below so each special token exists once, at its fixed id.
-    trainer = trainers.WordLevelTrainer(
-        vocab_size=(vocab_size + len(SPECIAL_TOKENS)) if vocab_size is not None else 2**31 - 1,
-        min_frequency=min_frequency,
-        special_tokens=list(SPECIAL_TOKENS),
-        show_progress=show_progress,
-    )
-    tok.train_from_iterator(_as_batches(texts), trainer=trainer)
-    words = [w for w, _ in sorted(tok.get_vocab(with_added_tokens=False).items(), key=lambda kv: kv[1])
-             if w not in SPECIAL_TOKENS]
+    words = vocabulary_from_counts(*count_words(texts, tok), vocab_size=vocab_size, min_frequency=min_frequency)
     if not words:
         raise ValueError(
             "the training text has no words (empty corpus, or every word below "
             f"min_frequency={min_frequency}); check the input files or lower --min_frequency."
         )
-    if vocab_size is not None:
-        words = words[: vocab_size - len(SPECIAL_TOKENS)]
     vocab = {t: i for i, t in enumerate(list(SPECIAL_TOKENS) + words)}
     return wrap_tokenizer(
         build_word_tokenizer(vocab, lowercase=lowercase, nfkc=nfkc, pre_tokenizer=pre_tokenizer)
     )
 
 
-def _as_batches(texts: Iterable, batch_size: int = 1000) -> Iterator[list[str]]:
-    """Group a stream of lines (or pass through batches) into lists for the trainer."""
+#: pyarrow's ``utf8_split_whitespace`` also splits on U+001C..U+001F, which Rust's ``char::is_whitespace`` (the
+#: tokenizers' WhitespaceSplit) does not; every other whitespace character is the same for both (checked over all
+#: code points by a test). Lines holding one of these four take the tokenizers path.
+ARROW_ONLY_WHITESPACE = "[\x1c-\x1f]"
+_SPECIAL_PATTERN = re.compile("(" + "|".join(re.escape(t) for t in SPECIAL_TOKENS) + ")")
+
+
+def arrow_batches(texts: Iterable, batch_size: int = 10_000) -> Iterator[pa.Array]:
+    """Group a stream of lines (or batches of lines, or Arrow arrays) into Arrow string arrays, nulls as "".
+
+    Args:
+        texts (`Iterable`): `str` lines, `list[str]` batches, or `pyarrow.Array` / `ChunkedArray` of strings.
+        batch_size (`int`): lines per array built from `str` lines.
+    Yields:
+        `pyarrow.Array` of (large_)strings.
+    """
     batch: list[str] = []
     for item in texts:
         if isinstance(item, str):
             batch.append(item)
             if len(batch) >= batch_size:
-                yield batch
+                yield pa.array(batch, pa.large_string())
                 batch = []
+            continue
+        if batch:
+            yield pa.array(batch, pa.large_string())
+            batch = []
+        if isinstance(item, pa.ChunkedArray):
+            yield from (pc.fill_null(c, "") for c in item.chunks)
+        elif isinstance(item, pa.Array):
+            yield pc.fill_null(item, "")
         else:
-            yield list(item)
+            yield pa.array([t if t is not None else "" for t in item], pa.large_string())
     if batch:
-        yield batch
+        yield pa.array(batch, pa.large_string())
+
+
+def split_whitespace(lines: pa.Array) -> pa.ListArray:
+    """``pyarrow.compute.utf8_split_whitespace`` after trimming each line.
+
+    The trim works around a pyarrow 26 bug: on an array sliced out of a larger buffer (what datasets hands out),
+    the last string's trailing whitespace can stay on its last chunk ("change " instead of "change").
+    Empty strings remain where lines are empty; callers drop them.
+    """
+    return pc.utf8_split_whitespace(pc.utf8_trim_whitespace(lines))
+
+
+def split_odd_whitespace(lines: pa.Array) -> tuple[pa.Array, list[str]]:
+    """Separate the lines holding `ARROW_ONLY_WHITESPACE` (returned as `str`) from the rest (an Arrow array)."""
+    odd = pc.match_substring_regex(lines, ARROW_ONLY_WHITESPACE)
+    if not pc.any(odd).as_py():
+        return lines, []
+    return pc.filter(lines, pc.invert(odd)), pc.filter(lines, odd).to_pylist()
+
+
+def pipeline_words(text: str, tokenizer: Tokenizer) -> list[str]:
+    """The words a tokenizer's pipeline makes of a text (special tokens cut out first, then normalizer and
+    pre-tokenizer), which is what the WordLevel model then looks up and what its trainer counts."""
+    words: list[str] = []
+    for piece in _SPECIAL_PATTERN.split(text):
+        if piece in SPECIAL_TOKENS:
+            words.append(piece)
+        elif piece:
+            normalized = tokenizer.normalizer.normalize_str(piece) if tokenizer.normalizer is not None else piece
+            words += [w for w, _ in tokenizer.pre_tokenizer.pre_tokenize_str(normalized)]
+    return words
+
+
+def is_whitespace_only(tokenizer: Tokenizer) -> bool:
+    """True when the pipeline is a plain whitespace split (no normalizer): every chunk between spaces is one word."""
+    state = json.loads(tokenizer.to_str())
+    return state.get("normalizer") is None and (state.get("pre_tokenizer") or {}).get("type") == "WhitespaceSplit"
+
+
+def _sum_counts(tables: list[pa.Table]) -> pa.Table:
+    table = pa.concat_tables([t.cast(pa.schema([("word", pa.large_string()), ("n", pa.int64())])) for t in tables])
+    return table.group_by("word").aggregate([("n", "sum")]).rename_columns(["word", "n"])
+
+
+def count_words(texts: Iterable, tokenizer: Tokenizer) -> tuple[pa.Array, np.ndarray]:
+    """Count the words of a corpus as ``tokenizer``'s pipeline splits them, vectorized with Arrow compute.
+
+    Lines are split on whitespace and the chunks counted with ``pyarrow.compute`` (C++); only the distinct
+    chunks that the pipeline may change (any chunk when there is a normalizer or a splitting pre-tokenizer;
+    otherwise only chunks holding a special token) go through the ``tokenizers`` pipeline, once each. This is
+    exact because every hwlm pre-tokenizer splits on whitespace first and never joins across it.
+
+    Args:
+        texts (`Iterable`): see `arrow_batches`.
+        tokenizer (`tokenizers.Tokenizer`): normalizer and pre-tokenizer to apply (the vocabulary is not used).
+    Returns:
+        ``(words, counts)``: a `pyarrow` string array of distinct words and an int64 `numpy` array of counts.
+    """
+    tables, odd_lines = [], []
+    for lines in arrow_batches(texts):
+        lines, odd = split_odd_whitespace(lines)
+        odd_lines += odd
+        counted = pc.value_counts(split_whitespace(lines).flatten())
+        tables.append(pa.table({"word": counted.field("values"), "n": counted.field("counts")}))
+        if len(tables) >= 32:  # keep memory at the distinct words, not the number of batches
+            tables = [_sum_counts(tables)]
+    chunks = _sum_counts(tables) if tables else pa.table({"word": pa.array([], pa.large_string()), "n": pa.array([], pa.int64())})
+    # utf8_split_whitespace leaves empty strings at leading/trailing/repeated whitespace: not words
+    chunks = chunks.filter(pc.greater(pc.binary_length(chunks["word"]), 0))
+    if is_whitespace_only(tokenizer):
+        changes = pc.match_substring_regex(chunks["word"], _SPECIAL_PATTERN.pattern)
+        changes = pc.and_(changes, pc.invert(pc.is_in(chunks["word"], pa.array(SPECIAL_TOKENS, pa.large_string()))))
+    else:
+        changes = pa.array(np.ones(chunks.num_rows, dtype=bool))
+    kept = chunks.filter(pc.invert(changes))
+    extra: dict[str, int] = {}
+    for chunk, n in zip(chunks.filter(changes)["word"].to_pylist(), chunks.filter(changes)["n"].to_pylist()):
+        for word in pipeline_words(chunk, tokenizer):
+            extra[word] = extra.get(word, 0) + n
+    for line in odd_lines:
+        for word in pipeline_words(line, tokenizer):
+            extra[word] = extra.get(word, 0) + 1
+    if extra:
+        kept = _sum_counts([kept, pa.table({"word": pa.array(list(extra), pa.large_string()),
+                                            "n": pa.array(list(extra.values()), pa.int64())})])
+    return kept["word"].combine_chunks(), kept["n"].to_numpy()
+
+
+def vocabulary_from_counts(
+    words: pa.Array, counts: np.ndarray, *, vocab_size: Optional[int] = None, min_frequency: int = 1
+) -> list[str]:
+    """The words of the vocabulary in id order (after the special tokens), as ``tokenizers``' WordLevelTrainer
+    picks them: by decreasing count, ties by the word's code points, at least ``min_frequency``, capped.
+
+    Args:
+        words (`pyarrow.Array` of str), counts (`numpy.ndarray` of int): from `count_words`.
+        vocab_size (`int`, *optional*): cap counting the special tokens. min_frequency (`int`).
+    Returns:
+        `list[str]`, special tokens excluded.
+    """
+    table = pa.table({"word": words, "n": pa.array(counts, pa.int64())}).filter(pc.greater_equal(pc.field("n"), min_frequency))
+    # Arrow sorts strings by their UTF-8 bytes, which is code point order: Rust's String order, the trainer's tie-break
+    ordered = table.sort_by([("n", "descending"), ("word", "ascending")])["word"].to_pylist()
+    if vocab_size is not None:
+        # the trainer takes cap + 3 entries from [specials] + ordered (a corpus "<unk>" takes a place), then
+        # train_word_tokenizer keeps cap - 3 words
+        ordered = ordered[:vocab_size]
+    ordered = [w for w in ordered if w not in SPECIAL_TOKENS]
+    return ordered[: vocab_size - len(SPECIAL_TOKENS)] if vocab_size is not None else ordered
 
 
 def tokenizer_fingerprint(tokenizer: Union[PreTrainedTokenizerBase, Tokenizer]) -> str:
@@ -298,3 +469,75 @@ def fit_tokenizer_to_model(tokenizer: PreTrainedTokenizerBase, config) -> PreTra
         setattr(fitted, name, value)
     fitted.init_kwargs.update(settings)  # what save_pretrained writes to tokenizer_config.json
     return fitted
+
+
+def treebank_words(text: str, tokenizer: Optional[Tokenizer] = None) -> list[str]:
+    """The words the ``treebank`` pipeline (normalizer + pre-tokenizer) makes of a text, before the vocabulary.
+
+    Args:
+        text (`str`): raw text.
+        tokenizer (`tokenizers.Tokenizer`, *optional*): a tokenizer built with ``pre_tokenizer="treebank"``
+            (default: a new one without lowercasing or NFKC).
+    Returns:
+        `list[str]`, e.g. ``"O'Brien wasn't."`` -> ``["O", "'Brien", "wasn", "'t", "."]``.
+    """
+    tok = tokenizer or build_word_tokenizer(pre_tokenizer="treebank")
+    normalized = tok.normalizer.normalize_str(text) if tok.normalizer is not None else text
+    return [word for word, _ in tok.pre_tokenizer.pre_tokenize_str(normalized)]
+
+
+_DETOKENIZE_RULES = [
+    (re.compile(r" @([-,.])@ "), r"\1"),  # 1 @,@ 000 -> 1,000; well @-@ known -> well-known
+    (re.compile(r" (['’][\w])"), r"\1"),  # wasn 't -> wasn't, O 'Brien -> O'Brien
+    (re.compile(r"(\ws) (['’])(?= |$)"), r"\1\2"),  # nations ' -> nations'
+    (re.compile(r" ([.,;:!?%)\]}]|\.{2,})(?= |$)"), r"\1"),  # closing punctuation attaches left
+    (re.compile(r"(^| )([(\[{$]) "), r"\1\2"),  # opening brackets and currency attach right
+]
+
+
+def detokenize_wikitext(line: str) -> str:
+    """Write a line of tokenized WikiText as ordinary English text (the inverse of the ``treebank`` tokenizer).
+
+    Joins ``@-@``, ``@,@`` and ``@.@``; attaches apostrophe words ('s, 't, 'Brien), closing punctuation,
+    brackets, currency signs, and double quotes (alternately opening and closing) to their words.
+
+    Args:
+        line (`str`): one line of ``wiki.*.tokens`` / ``wiki.*.raw``, e.g. ``' the U.S. , $ 1 @,@ 000 " x " '``.
+    Returns:
+        `str`, e.g. ``'the U.S., $1,000 "x"'``; whitespace at both ends removed.
+    """
+    text = " ".join(line.split())
+    for pattern, replacement in _DETOKENIZE_RULES:
+        text = pattern.sub(replacement, text)
+    out, opening = [], True
+    for part in re.split(r'( ?" ?)', text):  # each double quote with its surrounding spaces
+        if part.strip() == '"':
+            out.append(('"' if not out or out[-1].endswith(" ") else ' "') if opening else '" ')
+            if not opening and part.endswith(" ") is False:
+                out[-1] = '"'
+            opening = not opening
+        else:
+            out.append(part)
+    return "".join(out).strip()
+
+
+def round_trip_agreement(lines: Iterable[str]) -> tuple[int, int]:
+    """How many non-empty lines of tokenized WikiText survive detokenize -> ``treebank`` re-tokenize unchanged.
+
+    ``<unk>`` (the tokenized release's rare-word marker) is replaced by a placeholder word first, since a raw
+    text would hold a real word there.
+
+    Args:
+        lines (`Iterable[str]`): lines of ``wiki.*.tokens`` (or the ``.raw`` release).
+    Returns:
+        ``(lines, agreeing)``: non-empty lines, and those whose words come back exactly.
+    """
+    tok = build_word_tokenizer(pre_tokenizer="treebank")
+    total = agreeing = 0
+    for line in lines:
+        if not line.strip():
+            continue
+        line = line.replace(UNK_TOKEN, "UNKWORD")
+        total += 1
+        agreeing += treebank_words(detokenize_wikitext(line), tok) == line.split()
+    return total, agreeing

@@ -284,7 +284,7 @@ def test_num_proc_gives_the_same_streams(corpus_files):
 def test_prepared_folder_round_trip_and_fingerprint_check(tmp_path, corpus_files):
     prepared, tok = prepare_files(corpus_files, output_dir=tmp_path / "prep")
     out = tmp_path / "prep"
-    assert {p.name for p in out.iterdir()} == {"streams", "blocks", "tokenizer", "hwlm_data.json"}
+    assert {p.name for p in out.iterdir()} == {"streams", "blocks", "tokens", "tokenizer", "hwlm_data.json"}
     meta = json.loads((out / "hwlm_data.json").read_text())
     assert meta["tokenizer_fingerprint"] == tokenizer_fingerprint(tok)
     assert meta["vocab_size"] == len(tok) and meta["block_size"] == 4
@@ -463,3 +463,85 @@ def test_shared_corpora_exact_counts(name):
     stream = prepared.stream_tensor("validation")
     assert len(stream) == tokens["validation"]
     assert np.count_nonzero(stream.numpy() == tok.pad_token_id) == 0
+
+
+# ------------------------------------------------------------------------------ vectorized encoding, mmap streams
+
+ODD_LINES = ["a\x1cb <unk>x don't", "", "  ", "zebra the", "the\u3000cat\u00a0<eos>", "1,000 well-known",
+             " trailing spaces  ", "x<pad>y <unk><eos>", "É é ﬁ ＡＢ", "\t\r", None]
+
+
+def backend_ids(tok, lines):
+    return [e.ids + [tok.eos_token_id] for e in
+            tok.backend_tokenizer.encode_batch([t or "" for t in lines], add_special_tokens=False)]
+
+
+@pytest.mark.parametrize("settings", [{}, {"pre_tokenizer": "words", "lowercase": True, "nfkc": True},
+                                      {"pre_tokenizer": "treebank"}, {"vocab_size": 6}])
+def test_arrow_encoder_equals_the_tokenizer_on_every_test_corpus(settings):
+    import pyarrow as pa
+
+    from _toy import toy_lines
+    from hwlm.data import ArrowLineEncoder
+
+    corpora = [TRAIN.split("\n"), VALID.split("\n"), TEST.split("\n"), ODD_LINES, toy_lines(200, 3)]
+    tok = train_word_tokenizer([line or "" for c in corpora[:3] + corpora[4:] for line in c] + ODD_LINES[:-1],
+                               **settings)
+    encoder = ArrowLineEncoder(tok)
+    for lines in corpora:
+        assert encoder.encode(pa.array(lines)).to_pylist() == backend_ids(tok, lines)
+    # arrays sliced out of a larger buffer, as datasets hands them out (a pyarrow 26 split bug lives there)
+    whole = pa.array(["x y", " the cat ", "a dog  ", "tail end "] * 3)
+    for start in range(4):
+        part = whole.slice(start, 5)
+        assert encoder.encode(part).to_pylist() == backend_ids(tok, part.to_pylist())
+
+
+@pytest.mark.shared_data
+@pytest.mark.parametrize("name", ["ptb", "wikitext-2"])
+def test_arrow_encoder_equals_the_tokenizer_on_the_shared_corpora(name):
+    files, _, _ = EXPECTED[name]
+    folder = SHARED_DATA / name
+    if not folder.is_dir():
+        pytest.skip(f"{folder} not present")
+    args = DataArguments(train_file=str(folder / files["train"]), validation_file=str(folder / files["validation"]),
+                         test_file=str(folder / files["test"]))
+    corpus = load_corpus(args)
+    tok = load_or_train_tokenizer(args, corpus)
+    prepared = prepare_datasets(corpus, tok, block_size=64)  # the vectorized path (Dataset.map over Arrow)
+    for split, ds in corpus.items():
+        expected = [i for row in backend_ids(tok, ds["text"][:]) for i in row]
+        assert prepared.stream_tensor(split).tolist() == expected
+
+
+def mapped_file(address: int):
+    """The file mapped at ``address`` in this process (from /proc/self/maps), or None."""
+    for line in Path("/proc/self/maps").read_text().splitlines():
+        fields = line.split()
+        start, end = (int(x, 16) for x in fields[0].split("-"))
+        if start <= address < end:
+            return fields[5] if len(fields) > 5 else None
+    return None
+
+
+def test_streams_are_memory_mapped_and_blocks_are_views(tmp_path, corpus_files):
+    prepared, tok = prepare_files(corpus_files, block_size=4, output_dir=tmp_path / "prep")
+    loaded = load_prepared(tmp_path / "prep")
+    stream = loaded.stream_tensor("train")
+    reference = torch.tensor([i for row in prepared.streams["train"]["input_ids"] for i in row])
+    assert torch.equal(stream, reference) and stream.dtype == torch.long
+    blocks = loaded.block_tensor("train")
+    assert blocks.shape == (len(stream) // 4, 4)
+    assert blocks.tolist() == loaded.blocks["train"]["input_ids"]
+    if Path("/proc/self/maps").exists():  # both tensors' memory is the file's pages, not a private copy
+        token_file = str((tmp_path / "prep" / "tokens" / "train.npy").resolve())
+        assert mapped_file(stream.data_ptr()) == token_file
+        assert mapped_file(blocks.data_ptr()) == token_file
+    # without a folder, the token file lives next to the datasets cache and is reused on a cache hit
+    again, _ = prepare_files(corpus_files, block_size=4)
+    cached = again.token_files["train"]
+    assert cached.parent == Path(again.streams["train"].cache_files[0]["filename"]).parent
+    mtime = cached.stat().st_mtime_ns
+    third, _ = prepare_files(corpus_files, block_size=4)
+    assert third.token_files["train"] == cached and cached.stat().st_mtime_ns == mtime
+    assert torch.equal(third.stream_tensor("train"), reference)

@@ -2,6 +2,8 @@
 
 import io
 import json
+import os
+from pathlib import Path
 
 import pytest
 from transformers import AutoTokenizer, TokenizersBackend
@@ -9,9 +11,11 @@ from transformers import AutoTokenizer, TokenizersBackend
 from hwlm.tokenization import (
     SPECIAL_TOKENS,
     build_word_tokenizer,
+    detokenize_wikitext,
     load_tokenizer,
     tokenizer_fingerprint,
     train_word_tokenizer,
+    treebank_words,
 )
 
 LINES = [
@@ -215,3 +219,121 @@ def test_python_version_is_recorded_in_readme():
     record = json.loads((REPO_TOKENIZER_DIR / "hwlm_tokenizer.json").read_text())["source"]
     assert f"Python version: {record['python_version']}" in readme
     assert "pydoc_data.topics" in readme
+
+
+# ------------------------------------------------------------------------------ treebank pre-tokenizer
+
+TREEBANK_CASES = [
+    # contractions and possessives as WikiText writes them: the apostrophe starts a new word
+    ("I wasn't there, O'Brien said.", ["I", "wasn", "'t", "there", ",", "O", "'Brien", "said", "."]),
+    ("the nations' cease-fire", ["the", "nations", "'", "cease", "@-@", "fire"]),
+    ("They're here; we'll see.", ["They", "'re", "here", ";", "we", "'ll", "see", "."]),
+    # quotes after punctuation, runs of punctuation split one mark at a time
+    ('He said "Nay!" and left.', ["He", "said", '"', "Nay", "!", '"', "and", "left", "."]),
+    ("(HP) = = Gameplay = =", ["(", "HP", ")", "=", "=", "Gameplay", "=", "=", ]),
+    ("What?!", ["What", "?", "!"]),
+    # dashes and ellipses
+    ("May 15 – 18, 1911 — over", ["May", "15", "–", "18", ",", "1911", "—", "over"]),
+    ("wait... then -- go", ["wait", "...", "then", "--", "go"]),
+    # numbers: WikiText's markers for thousands and decimals; currency and percent split off
+    ("$14,000.50 or 3.5%", ["$", "14", "@,@", "000", "@.@", "50", "or", "3", "@.@", "5", "%"]),
+    ("the 1980s, MP3", ["the", "1980s", ",", "MP3"]),
+    # abbreviations, initials, URLs and dotted names stay whole
+    ("The U.S. Army, e.g. Dr. Smith", ["The", "U.S.", "Army", ",", "e.g.", "Dr.", "Smith"]),
+    ("J. R. R. Tolkien at 5 p.m.", ["J.", "R.", "R.", "Tolkien", "at", "5", "p.m."]),
+    ("see https://example.com/a?b=1.", ["see", "https://example.com/a?b=1", "."]),
+    ("About.com and www.example.org", ["About.com", "and", "www.example.org"]),
+    # non-Latin scripts, combining marks, Unicode punctuation and whitespace
+    ("我爱你，世界。", ["我爱你", "，", "世界", "。"]),
+    ("naïve café – Ελληνικά «quote»", ["naïve", "café", "–", "Ελληνικά", "«", "quote", "»"]),
+    ("नमस्ते दुनिया", ["नमस्ते", "दुनिया"]),
+    ("a\u3000b\u00a0c\tsmart’s", ["a", "b", "c", "smart", "’s"]),
+]
+
+
+@pytest.mark.parametrize("text,expected", TREEBANK_CASES)
+def test_treebank_pre_tokenizer_table(text, expected):
+    assert treebank_words(text) == expected
+
+
+def test_treebank_tokenizer_is_built_from_tokenizers_components(tmp_path):
+    state = json.loads(build_word_tokenizer(pre_tokenizer="treebank").to_str())
+    assert [n["type"] for n in state["normalizer"]["normalizers"]] == ["Replace"] * 3
+    assert [p["type"] for p in state["pre_tokenizer"]["pretokenizers"]] == ["WhitespaceSplit", "Split"]
+    tok = train_word_tokenizer(["I wasn't there, 1,000 times."], pre_tokenizer="treebank")
+    tok.save_pretrained(tmp_path)
+    loaded = AutoTokenizer.from_pretrained(tmp_path)  # users load it like any other tokenizer
+    assert loaded.convert_ids_to_tokens(loaded("wasn't 1,000")["input_ids"]) == ["wasn", "'t", "1", "@,@", "000"]
+
+
+def test_detokenize_wikitext():
+    line = ' The U.S. Army \'s " Nameless " unit ( HP ) cost $ 14 @,@ 000 @.@ 50 ; it wasn \'t well @-@ known . \n'
+    assert detokenize_wikitext(line) == 'The U.S. Army\'s "Nameless" unit (HP) cost $14,000.50; it wasn\'t well-known.'
+    assert treebank_words(detokenize_wikitext(line)) == line.split()
+
+
+SHARED_DATA = Path(os.environ.get("HWLM_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+
+
+@pytest.mark.shared_data
+@pytest.mark.parametrize("split", ["valid.txt", "test.txt"])
+def test_wikitext2_round_trip_agreement(split):
+    """Detokenize WikiText-2 as written English, re-tokenize with ``treebank``: >= 95% of lines come back exactly.
+
+    docs/tokenization.md reports the figures (train 98.18%, valid 97.89%, test 97.72% when written).
+    """
+    from hwlm.tokenization import round_trip_agreement
+
+    path = SHARED_DATA / "wikitext-2" / split
+    if not path.is_file():
+        pytest.skip(f"{path} not present")
+    lines, agreeing = round_trip_agreement(path.read_text(encoding="utf-8").splitlines())
+    assert lines > 2400 and agreeing / lines >= 0.95
+
+
+# ------------------------------------------------------------------------------ vectorized counting
+
+
+def trainer_reference(texts, *, vocab_size=None, min_frequency=1, **settings):
+    """The vocabulary as tokenizers' WordLevelTrainer builds it (the path hwlm used before counting with Arrow)."""
+    from tokenizers import AddedToken, trainers
+
+    tok = build_word_tokenizer(**settings)
+    tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in SPECIAL_TOKENS])
+    trainer = trainers.WordLevelTrainer(vocab_size=(vocab_size + 3) if vocab_size else 2**31 - 1,
+                                        min_frequency=min_frequency, special_tokens=list(SPECIAL_TOKENS),
+                                        show_progress=False)
+    tok.train_from_iterator(texts, trainer=trainer)
+    words = [w for w, _ in sorted(tok.get_vocab(with_added_tokens=False).items(), key=lambda kv: kv[1])
+             if w not in SPECIAL_TOKENS]
+    return words[: vocab_size - 3] if vocab_size else words
+
+
+TIES = ["b a c a b c d e f g", "z y x <unk> <unk> x<unk>y <eos>", "  lead  and  trail  ", "", "É é Ǆ ǆ ﬁ ＡＢ 1,000.5 don't",
+        "a\x1cb c\x1fd", "   \t  ", "x y z x y z q"]
+
+
+@pytest.mark.parametrize("settings", [
+    {}, {"vocab_size": 8}, {"vocab_size": 5}, {"min_frequency": 2}, {"lowercase": True, "nfkc": True},
+    {"pre_tokenizer": "words"}, {"pre_tokenizer": "treebank"}, {"pre_tokenizer": "treebank", "lowercase": True},
+])
+def test_vectorized_vocabulary_equals_the_tokenizers_trainer(settings):
+    for texts in (TIES, LINES, [line * 3 for line in TIES + LINES]):
+        assert train_word_tokenizer(texts, **settings).get_vocab() == {
+            t: i for i, t in enumerate(list(SPECIAL_TOKENS) + trainer_reference(texts, **settings))}
+
+
+def test_arrow_and_rust_whitespace_differ_only_in_four_control_characters():
+    """pyarrow's utf8_split_whitespace vs tokenizers' WhitespaceSplit, over every code point."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    from tokenizers import pre_tokenizers
+
+    chars = [chr(c) for c in range(0x110000) if not 0xD800 <= c < 0xE000]
+    arrow = pc.list_value_length(pc.utf8_split_whitespace(pa.array(["a" + c + "b" for c in chars]))).to_numpy()
+    arrow_ws = {c for c, n in zip(chars, arrow) if n == 2}
+    text = "".join("a" + c + "b" for c in chars)  # one call: each splitting character separates "a" from "b"
+    pieces = pre_tokenizers.WhitespaceSplit().pre_tokenize_str(text)
+    rust_ws = {text[end] for _, (_, end) in pieces[:-1]}  # the character right after each piece split it off
+    assert rust_ws <= arrow_ws
+    assert sorted(arrow_ws - rust_ws) == ["\x1c", "\x1d", "\x1e", "\x1f"]

@@ -18,14 +18,14 @@ from typing import Optional
 from hwlm.cli.prepare import parse_args
 from hwlm.data import (
     EMBEDDED_SPLIT_PERCENT,
-    EMBEDDED_TOKENIZER_SETTINGS,
     DataArguments,
+    default_tokenizer_settings,
     describe_source,
     load_corpus,
     train_on_split,
 )
+from hwlm.tokenization import SPECIAL_TOKENS, TokenizerArguments, tokenizer_fingerprint
 from hwlm.training.outputs import OutputLock, check_output_dir
-from hwlm.tokenization import PRETOKENIZED_SETTINGS, SPECIAL_TOKENS, TokenizerArguments, tokenizer_fingerprint
 
 
 MARKER = "hwlm_tokenizer.json"  # the build record doubles as the folder's ownership marker
@@ -103,7 +103,7 @@ def main(argv: Optional[list[str]] = None) -> None:
     check_output_dir(out, command="hwlm-tokenizer", marker=MARKER, would_write=WRITES, rewrite_own=True)
     source = describe_source(data_args)
     corpus = load_corpus(data_args)
-    settings = tok_args.resolved(EMBEDDED_TOKENIZER_SETTINGS if source["kind"] == "embedded" else PRETOKENIZED_SETTINGS)
+    settings = tok_args.resolved(default_tokenizer_settings(data_args))
     tokenizer = train_on_split(corpus["train"], settings, show_progress=True)
     out.mkdir(parents=True, exist_ok=True)
     fingerprint = tokenizer_fingerprint(tokenizer)

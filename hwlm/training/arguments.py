@@ -13,6 +13,7 @@ import difflib
 import json
 import math
 import os
+import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal, Optional
@@ -218,7 +219,7 @@ def parse_config_overrides(value: str | dict | None) -> dict[str, Any]:
     if isinstance(value, dict):
         return dict(value)
     out = {}
-    for item in value.split(","):
+    for item in re.split(r",(?![^\[]*\])", value):  # commas inside [..] belong to a list value
         if not item.strip():
             continue
         if "=" not in item:

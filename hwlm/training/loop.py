@@ -359,10 +359,9 @@ def _fit(accelerator, model_args, data_args, args, command, settings, resume_pat
             seed=args.seed,
         )
     else:
-        blocks = prepared.blocks["train"].with_format("torch")[:]  # a dict of stacked (num_blocks, block_size) tensors
         loader = BlockLoader(
-            blocks["input_ids"].long(),
-            blocks["labels"].long() if "labels" in blocks else None,
+            prepared.block_tensor("train"),  # (num_blocks, block_size): a view of the memory-mapped stream
+            None,  # labels are the inputs (the model shifts them)
             batch_size=args.per_device_train_batch_size,
             num_processes=P,
             process_index=rank,
