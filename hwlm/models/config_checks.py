@@ -38,6 +38,12 @@ def check_positive_float(name: str, value: Any) -> None:
         raise ValueError(f"`{name}` must be a positive number, got {_describe(value)}.")
 
 
+def check_non_negative_float(name: str, value: Any) -> None:
+    """`value` must be a number, zero or more (a regularisation weight: 0 turns it off)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        raise ValueError(f"`{name}` must be a number >= 0 (0 turns it off), got {_describe(value)}.")
+
+
 def check_choice(name: str, value: Any, allowed: Iterable[str]) -> None:
     """`value` must be one of `allowed`."""
     allowed = tuple(allowed)

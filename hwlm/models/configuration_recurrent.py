@@ -3,6 +3,7 @@
 from transformers import PreTrainedConfig
 
 from .config_checks import (
+    check_non_negative_float,
     check_optional_positive_int,
     check_output_layer_and_token_ids,
     check_positive_float,
@@ -44,6 +45,14 @@ class HwlmRecurrentConfig(PreTrainedConfig):
             DropConnect on the hidden-to-hidden weight matrices (`weight_hh`), one mask per forward call. The
             fused PyTorch kernels still run: the dropped matrix is passed in place of the parameter. AWD-LSTM's
             `wdrop`.
+        activation_regularization (`float`, *optional*, defaults to 0.0):
+            Activation regularisation (AR, Merity et al. 2017, arXiv:1708.01009; AWD-LSTM's `alpha`, 2 there): in
+            training, adds this times the mean square of the last layer's output *after* the output dropout to the
+            loss, keeping activations small.
+        temporal_activation_regularization (`float`, *optional*, defaults to 0.0):
+            Temporal activation regularisation (TAR; AWD-LSTM's `beta`, 1 there): in training, adds this times the
+            mean square of the change of the last layer's output from one time step to the next (before dropout)
+            to the loss, keeping the state slow-moving.
         initializer_range (`float`, *optional*, defaults to 0.1):
             Half-width of the uniform distribution every weight is drawn from, as in Zaremba et al. (2014). Biases
             start at zero.
@@ -73,6 +82,8 @@ class HwlmRecurrentConfig(PreTrainedConfig):
     hidden_dropout: float = 0.0
     output_dropout: float = 0.0
     weight_dropout: float = 0.0
+    activation_regularization: float = 0.0
+    temporal_activation_regularization: float = 0.0
     initializer_range: float = 0.1
     adaptive_softmax_cutoffs: list[int] | None = None
     adaptive_softmax_div_value: float = 4.0
@@ -94,5 +105,7 @@ class HwlmRecurrentConfig(PreTrainedConfig):
         check_optional_positive_int("embedding_size", self.embedding_size)
         for name in ("embedding_dropout", "input_dropout", "hidden_dropout", "output_dropout", "weight_dropout"):
             check_probability(name, getattr(self, name))
+        check_non_negative_float("activation_regularization", self.activation_regularization)
+        check_non_negative_float("temporal_activation_regularization", self.temporal_activation_regularization)
         check_positive_float("initializer_range", self.initializer_range)
         check_output_layer_and_token_ids(self)

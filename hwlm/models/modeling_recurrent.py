@@ -21,6 +21,7 @@ This file travels with saved models (`trust_remote_code`), so it imports only to
 """
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -107,6 +108,21 @@ class RecurrentState:
     def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
         """Reorder the batch in place (beam search): row i becomes old row `beam_idx[i]`."""
         self.layers = [tuple(t.index_select(0, beam_idx.to(t.device)) for t in layer) for layer in self.layers]
+
+
+@dataclass
+class HwlmRecurrentModelOutput(BaseModelOutputWithPast):
+    """
+    The body's output: transformers' `BaseModelOutputWithPast` (`last_hidden_state`, `cache`, `hidden_states`) and
+
+    Args:
+        activation_penalty (`torch.FloatTensor` of shape `()`, *optional*):
+            In training, with `activation_regularization` or `temporal_activation_regularization` set: AR + TAR of
+            the last layer (see [`HwlmRecurrentConfig`]), a mean over the real positions. The causal LM adds it to its
+            loss.
+    """
+
+    activation_penalty: torch.FloatTensor | None = None
 
 
 def _flatten_state(state: RecurrentState):
@@ -338,6 +354,7 @@ class HwlmRecurrentModel(HwlmRecurrentPreTrainedModel):
                 return self._gradient_checkpointing_func(self._run_layer, *args)
 
         new_layers = []
+        out = x
         for i in range(len(self.layers)):
             out, *layer_state = run_layer(i, x, cache[i], packing)
             if packing is not None:  # rows with no real token keep their incoming state
@@ -348,15 +365,38 @@ class HwlmRecurrentModel(HwlmRecurrentPreTrainedModel):
             x = locked_dropout(out, config.output_dropout if last else config.hidden_dropout, self.training)
             if all_hidden is not None and not last:
                 all_hidden.append(out)
+        penalty = self._activation_penalty(out, x, attention_mask) if self.training else None
         if self.projection is not None:
             x = self.projection(x)  # (B, T, E)
         if all_hidden is not None:
             all_hidden.append(x)  # what the output layer reads, as transformers' models do
-        return BaseModelOutputWithPast(
+        return HwlmRecurrentModelOutput(
             last_hidden_state=x,
             cache=RecurrentState(new_layers, cache.seen_tokens + time) if use_cache else None,
             hidden_states=tuple(all_hidden) if all_hidden is not None else None,
+            activation_penalty=penalty,
         )
+
+    def _activation_penalty(self, raw: torch.Tensor, dropped: torch.Tensor, attention_mask) -> torch.Tensor | None:
+        """
+        AWD-LSTM's AR + TAR of the last layer: `alpha * mean(dropped²) + beta * mean((raw_t - raw_{t-1})²)` over the
+        real positions (pairs of real positions for TAR). raw, dropped (B, T, H); None when both weights are 0.
+        """
+        alpha, beta = self.config.activation_regularization, self.config.temporal_activation_regularization
+        if not alpha and not beta:
+            return None
+        batch, time, _ = raw.shape
+        real = (
+            attention_mask[:, -time:].to(raw.dtype) if attention_mask is not None else raw.new_ones(batch, time)
+        )  # (B, T)
+        penalty = raw.new_zeros(())
+        if alpha:
+            penalty = penalty + alpha * (dropped.pow(2).mean(-1) * real).sum() / real.sum().clamp(min=1)
+        if beta and time > 1:
+            pairs = real[:, 1:] * real[:, :-1]  # (B, T-1)
+            steps = (raw[:, 1:] - raw[:, :-1]).pow(2).mean(-1)  # (B, T-1)
+            penalty = penalty + beta * (steps * pairs).sum() / pairs.sum().clamp(min=1)
+        return penalty
 
 
 class HwlmRecurrentForCausalLM(HwlmCausalLMMixin, HwlmRecurrentPreTrainedModel, GenerationMixin):
@@ -410,7 +450,23 @@ class HwlmRecurrentForCausalLM(HwlmCausalLMMixin, HwlmRecurrentPreTrainedModel, 
         )
         features = slice_logits_to_keep(outputs.last_hidden_state, logits_to_keep)  # (B, T', D)
         loss, logits = lm_head_outputs(self, features, labels, **kwargs)
+        if loss is not None and outputs.activation_penalty is not None:
+            loss = loss + outputs.activation_penalty * self._penalty_share(labels, kwargs)
         return HwlmCausalLMOutput(loss=loss, logits=logits, cache=outputs.cache, hidden_states=outputs.hidden_states)
+
+    @staticmethod
+    def _penalty_share(labels, kwargs) -> torch.Tensor | float:
+        """
+        With `num_items_in_batch` (gradient accumulation: each micro-batch's loss is its summed loss over the whole
+        step's tokens), the penalty of this micro-batch is weighted by its share of the step's tokens, so the step
+        adds one penalty over all its tokens, as a single batch would.
+        """
+        total = kwargs.get("num_items_in_batch")
+        if total is None:
+            return 1.0
+        targets = kwargs.get("shift_labels")
+        targets = targets if targets is not None else labels[:, 1:]
+        return (targets != -100).sum() / total
 
 
 class HwlmRecurrentForSequenceClassification(HwlmRecurrentPreTrainedModel):
