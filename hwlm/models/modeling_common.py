@@ -20,6 +20,24 @@ from transformers.utils.generic import TransformersKwargs
 MODEL_KWARGS = frozenset(TransformersKwargs.__annotations__) | {"shift_labels"}
 
 
+#: transformers Auto class → the suffix of the hwlm class it loads (after the family's stem, e.g. `HwlmLstm`).
+FAMILY_AUTO_CLASSES = {
+    "AutoModel": "Model",
+    "AutoModelForCausalLM": "ForCausalLM",
+    "AutoModelForSequenceClassification": "ForSequenceClassification",
+}
+
+
+def padding_mask(input_ids, attention_mask, pad_token_id):
+    """
+    The attention mask a classifier reads: the given one, else 1 wherever `input_ids` (B, T) is not
+    `pad_token_id` (as GPT-2's classifier finds the last real token), else None (no padding known).
+    """
+    if attention_mask is None and input_ids is not None and pad_token_id is not None:
+        return (input_ids != pad_token_id).long()  # (B, T)
+    return attention_mask
+
+
 def check_model_kwargs(model: nn.Module, kwargs: dict) -> None:
     """Refuse keyword arguments no hwlm forward reads, as Python does for a misspelt keyword (never ignore them)."""
     unknown = sorted(set(kwargs) - MODEL_KWARGS)
@@ -150,14 +168,14 @@ class HwlmStrictLoadingMixin:
     """
 
     _new_head_prefixes: tuple[str, ...] = ()
-    #: Auto class name → class name of every model of this family (set by the modeling file), written into a saved
-    #: folder's `auto_map` so that each of them loads from the folder where hwlm is not installed.
-    _family_auto_classes: dict[str, str] = {}
 
     def save_pretrained(self, save_directory, *args, **kwargs):
         if self._auto_class is not None:  # hwlm registered its classes: name all of them, not only this one
+            # Every class of a family is named after its config (HwlmLstmConfig → HwlmLstmModel, ...) and defined
+            # in this class's modeling file, so the saved folder's auto_map can load each of them without hwlm.
             module = type(self).__module__.split(".")[-1]
-            names = {auto: f"{module}.{name}" for auto, name in self._family_auto_classes.items()}
+            stem = self.config_class.__name__.removesuffix("Config")
+            names = {auto: f"{module}.{stem}{suffix}" for auto, suffix in FAMILY_AUTO_CLASSES.items()}
             self.config.auto_map = {**(getattr(self.config, "auto_map", None) or {}), **names}
         return super().save_pretrained(save_directory, *args, **kwargs)
 

@@ -48,6 +48,7 @@ from .modeling_common import (
     is_tracing,
     last_token_index,
     lm_head_outputs,
+    padding_mask,
 )
 
 
@@ -509,8 +510,7 @@ class HwlmRecurrentForSequenceClassification(HwlmRecurrentPreTrainedModel):
                 regression / multi-label), as in transformers' classifiers.
         """
         check_model_kwargs(self, kwargs)
-        if attention_mask is None and input_ids is not None and self.config.pad_token_id is not None:
-            attention_mask = (input_ids != self.config.pad_token_id).long()  # (B, T)
+        attention_mask = padding_mask(input_ids, attention_mask, self.config.pad_token_id)
         outputs = self.model(
             input_ids=input_ids,
             attention_mask=attention_mask,
@@ -532,26 +532,16 @@ class HwlmRecurrentForSequenceClassification(HwlmRecurrentPreTrainedModel):
         return classification_outputs(self, torch.cat([last, largest, mean], dim=-1), labels, outputs)
 
 
-def _auto_classes(family: str) -> dict[str, str]:
-    return {
-        "AutoModel": f"Hwlm{family}Model",
-        "AutoModelForCausalLM": f"Hwlm{family}ForCausalLM",
-        "AutoModelForSequenceClassification": f"Hwlm{family}ForSequenceClassification",
-    }
-
-
 class HwlmRnnModel(HwlmRecurrentModel):
     """The Elman RNN / GRU body (`AutoModel`); see [`HwlmRecurrentModel`]."""
 
     config_class = HwlmRnnConfig
-    _family_auto_classes = _auto_classes("Rnn")
 
 
 class HwlmRnnForCausalLM(HwlmRecurrentForCausalLM):
     """Elman RNN (tanh or ReLU) or GRU word-level language model; see [`HwlmRnnConfig`]."""
 
     config_class = HwlmRnnConfig
-    _family_auto_classes = _auto_classes("Rnn")
     body_class = HwlmRnnModel
 
 
@@ -559,7 +549,6 @@ class HwlmRnnForSequenceClassification(HwlmRecurrentForSequenceClassification):
     """Elman RNN / GRU classifier on a pretrained language model's body; see [`HwlmRecurrentForSequenceClassification`]."""
 
     config_class = HwlmRnnConfig
-    _family_auto_classes = _auto_classes("Rnn")
     body_class = HwlmRnnModel
 
 
@@ -567,14 +556,12 @@ class HwlmLstmModel(HwlmRecurrentModel):
     """The LSTM body (`AutoModel`); see [`HwlmRecurrentModel`]."""
 
     config_class = HwlmLstmConfig
-    _family_auto_classes = _auto_classes("Lstm")
 
 
 class HwlmLstmForCausalLM(HwlmRecurrentForCausalLM):
     """LSTM word-level language model; see [`HwlmLstmConfig`]."""
 
     config_class = HwlmLstmConfig
-    _family_auto_classes = _auto_classes("Lstm")
     body_class = HwlmLstmModel
 
 
@@ -582,5 +569,4 @@ class HwlmLstmForSequenceClassification(HwlmRecurrentForSequenceClassification):
     """LSTM classifier on a pretrained language model's body; see [`HwlmRecurrentForSequenceClassification`]."""
 
     config_class = HwlmLstmConfig
-    _family_auto_classes = _auto_classes("Lstm")
     body_class = HwlmLstmModel

@@ -46,6 +46,7 @@ from .modeling_common import (
     is_tracing,
     last_token_index,
     lm_head_outputs,
+    padding_mask,
 )
 
 logger = logging.get_logger(__name__)
@@ -212,11 +213,6 @@ class HwlmTransformerPreTrainedModel(HwlmStrictLoadingMixin, PreTrainedModel):
     _supports_flash_attn = True
     _supports_attention_backend = True
     _can_compile_fullgraph = True
-    _family_auto_classes = {
-        "AutoModel": "HwlmTransformerModel",
-        "AutoModelForCausalLM": "HwlmTransformerForCausalLM",
-        "AutoModelForSequenceClassification": "HwlmTransformerForSequenceClassification",
-    }
 
     @property
     def _is_stateful(self) -> bool:
@@ -503,8 +499,7 @@ class HwlmTransformerForSequenceClassification(HwlmTransformerPreTrainedModel):
                 multi-label), as in transformers' classifiers.
         """
         check_model_kwargs(self, kwargs)
-        if attention_mask is None and input_ids is not None and self.config.pad_token_id is not None:
-            attention_mask = (input_ids != self.config.pad_token_id).long()  # (B, T)
+        attention_mask = padding_mask(input_ids, attention_mask, self.config.pad_token_id)
         if position_ids is None and attention_mask is not None and cache is None:
             # Count positions from each row's first real token, as generate() does, so left padding shifts nothing.
             position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)  # (B, T)
