@@ -318,7 +318,7 @@ class HwlmRecurrentModel(HwlmRecurrentPreTrainedModel):
         inputs_embeds: torch.Tensor | None = None,
         output_hidden_states: bool | None = None,
         **kwargs,
-    ) -> BaseModelOutputWithPast:
+    ) -> HwlmRecurrentModelOutput:
         r"""
         Args:
             input_ids (`torch.LongTensor` of shape `(B, T)`): token ids in `[0, vocab_size)`.
@@ -355,7 +355,6 @@ class HwlmRecurrentModel(HwlmRecurrentPreTrainedModel):
                 return self._gradient_checkpointing_func(self._run_layer, *args)
 
         new_layers = []
-        out = x
         for i in range(len(self.layers)):
             out, *layer_state = run_layer(i, x, cache[i], packing)
             if packing is not None:  # rows with no real token keep their incoming state
