@@ -34,6 +34,11 @@ def datasets_cache(tmp_path, monkeypatch):
 
 @pytest.fixture
 def server(monkeypatch):
+    import huggingface_hub.constants
+
+    # The loopback server stands in for the network, so these tests pass under CI's HF_HUB_OFFLINE=1 too: the
+    # downloads go through huggingface_hub's session, which refuses every request in offline mode.
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
     srv = start_file_server()
     monkeypatch.setenv(corpora.PTB_URL_ENV, srv.url + "/ptb")
     yield srv
