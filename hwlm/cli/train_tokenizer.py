@@ -103,8 +103,8 @@ def run(argv: Optional[list[str]] = None) -> None:
     out = Path(out_args.output_dir)
     # before any work: never replace a file the user owns (a README.md, another tokenizer's config)
     check_output_dir(out, command="hwlm-tokenizer", marker=MARKER, would_write=WRITES, rewrite_own=True)
+    corpus = load_corpus(data_args)  # first: it checks the input files and names the flag of a bad one
     source = describe_source(data_args)
-    corpus = load_corpus(data_args)
     settings = tok_args.resolved(default_tokenizer_settings(data_args))
     tokenizer = train_on_split(corpus["train"], settings, show_progress=True)
     out.mkdir(parents=True, exist_ok=True)
