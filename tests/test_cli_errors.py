@@ -174,6 +174,19 @@ def test_the_mismatch_message_names_both_sizes(inputs, capsys):
     assert int(entries) == inputs["tokenizer_size"] and int(vocab) == inputs["tokenizer_size"] // 2
 
 
+@pytest.mark.parametrize("command", ["hwlm-eval", "hwlm-generate"])
+def test_a_model_that_cannot_be_fetched_is_one_line_and_exit_status_2(command, monkeypatch, capsys):
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # no network in tests
+    main = importlib.import_module(MODULES[command]).main
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--model_name_or_path", "nobody/no-such-model"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2, err[-2000:]
+    assert re.fullmatch(rf"{command}: error: could not load \w+ 'nobody/no-such-model' \(OSError: .*\n", err)
+
+
 # the real console entry, one case per command (a subprocess each: a few seconds)
 SUBPROCESS_CASES = {
     "hwlm-train": "empty", "hwlm-eval": "mismatched tokenizer", "hwlm-generate": "bad value", "hwlm-push": "a_file",

@@ -52,7 +52,14 @@ def generate_text(gen_args: GenerateArguments, model=None, tokenizer=None) -> li
 
     if gen_args.temperature <= 0:
         raise ValueError(f"--temperature must be > 0, got {gen_args.temperature}; use --do_sample false for greedy decoding")
-    model = model or AutoModelForCausalLM.from_pretrained(gen_args.model_name_or_path, trust_remote_code=gen_args.trust_remote_code)
+    try:
+        model = model or AutoModelForCausalLM.from_pretrained(gen_args.model_name_or_path,
+                                                              trust_remote_code=gen_args.trust_remote_code)
+    except OSError as err:  # transformers' message for an unknown Hub id or no connection does not name the model
+        raise FileNotFoundError(
+            f"could not load model {gen_args.model_name_or_path!r} ({type(err).__name__}: {err}); pass a folder "
+            "written by hwlm-train or a Hub repository id"
+        ) from err
     tokenizer = tokenizer or AutoTokenizer.from_pretrained(gen_args.model_name_or_path)
     check_tokenizer_fits(tokenizer, model.config.vocab_size, gen_args.model_name_or_path)
     model.eval()
