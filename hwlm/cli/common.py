@@ -204,9 +204,10 @@ def parse_command(
 def check_settings(*settings: Any) -> None:
     """Cross-field checks of model, data and training settings together, before any data, model or Accelerator.
 
-    The hook every command that takes run settings calls after parsing (hwlm-train, and hwlm-gradflow for its
-    data settings). It delegates to ``hwlm.training.arguments.check_settings`` (issue 10, training half) when
-    that function exists, so the checks are written once, next to the dataclasses they read.
+    The hook a command that takes a training run's settings calls after parsing and before any work (hwlm-train's
+    `run`; not `parse`, which must stay free of file checks so the README's commands parse anywhere). It delegates
+    to ``hwlm.training.arguments.check_settings(model_args, data_args, training_args)`` (issue 10, training half)
+    when that function exists, so the checks are written once, next to the dataclasses they read.
     """
     from hwlm.training import arguments
 

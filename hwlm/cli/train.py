@@ -20,10 +20,11 @@ PROG = "hwlm-train"
 
 
 def parse(argv: list[str] | None = None) -> tuple:
-    """The run settings (``--config`` preset + flags): ``(ModelArguments, DataArguments, TrainingArguments)``."""
-    settings = parse_command(run_argument_classes(), argv, prog=PROG, description=__doc__)
-    check_settings(*settings)
-    return settings
+    """The run settings (``--config`` preset + flags): ``(ModelArguments, DataArguments, TrainingArguments)``.
+
+    Each dataclass checks its own fields here; the checks that read the files and folders named run in `run`.
+    """
+    return parse_command(run_argument_classes(), argv, prog=PROG, description=__doc__)
 
 
 def run(argv: list[str] | None = None) -> dict:
@@ -32,6 +33,7 @@ def run(argv: list[str] | None = None) -> dict:
 
     argv = list(sys.argv[1:] if argv is None else argv)
     model_args, data_args, train_args = parse(argv)
+    check_settings(model_args, data_args, train_args)  # cross-field and file checks, before any data or process group
     command = "hwlm-train " + " ".join(shlex.quote(a) for a in argv)
     return train(model_args, data_args, train_args, command=command)
 
