@@ -8,7 +8,7 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM
 
 from _toy import write_toy_corpus
-from hwlm.cli.gradflow import main
+from hwlm.cli.gradflow import main, run
 
 
 def flag_list(files: dict) -> list[str]:
@@ -49,11 +49,11 @@ def test_random_tokens_and_bad_model(tmp_path, corpus):
     (flow,) = json.loads((out / "gradflow.json").read_text())["models"]
     assert flow["sequence_length"] == 10 and flow["norms"]["embedding"][9] > 0
     with pytest.raises(ValueError, match="neither a model folder"):
-        main(["--model", str(tmp_path / "missing/folder"), "--output_dir", str(out), *corpus])
+        run(["--model", str(tmp_path / "missing/folder"), "--output_dir", str(out), *corpus])
     with pytest.raises(ValueError, match="either --model"):
-        main(["--output_dir", str(out), *corpus])
+        run(["--output_dir", str(out), *corpus])
     with pytest.raises(ValueError, match="need"):
-        main(["--model", "hwlm_rnn:hidden_size=4", "--sequence_length", "100000", "--output_dir", str(out), *corpus])
+        run(["--model", "hwlm_rnn:hidden_size=4", "--sequence_length", "100000", "--output_dir", str(out), *corpus])
 
 
 def test_compare_defaults_at_toy_scale(tmp_path, corpus):

@@ -386,8 +386,10 @@ def test_tokenizer_command_in_process(tmp_path, corpus_files, capsys):
     assert len(tok) == 6 and set(tok.get_vocab()) == {"<unk>", "<eos>", "<pad>", "the", "cat", "sat"}
     readme = (out / "README.md").read_text()
     assert "- vocab_size: 6" in readme and "- pre_tokenizer: words" in readme and "train.txt" in readme
+    from hwlm.cli.train_tokenizer import run  # run raises; main turns the error into exit status 2
+
     with pytest.raises(ValueError, match="vocab_size=2 is smaller than the 3 special tokens"):
-        main(["--train_file", str(corpus_files / "train.txt"), "--vocab_size", "2", "--output_dir", str(out)])
+        run(["--train_file", str(corpus_files / "train.txt"), "--vocab_size", "2", "--output_dir", str(out)])
 
 
 def test_help_lists_the_hugging_face_flag_names(capsys):

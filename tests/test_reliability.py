@@ -74,7 +74,7 @@ def test_train_refuses_a_folder_with_the_users_files_before_any_work(prepared, t
 
 
 def test_tokenizer_refuses_to_replace_a_foreign_tokenizer_config(tmp_path, capsys):
-    from hwlm.cli.train_tokenizer import main
+    from hwlm.cli.train_tokenizer import run as main  # run raises; main turns the error into exit status 2
 
     (tmp_path / "tokenizer_config.json").write_text('{"mine": true}')
     corpus = tmp_path / "train.txt"
@@ -417,7 +417,7 @@ def test_disk_full_during_a_save_keeps_the_last_checkpoint_and_resume_matches(pr
 
 
 def test_prepare_refuses_a_folder_with_the_users_files(tmp_path):
-    from hwlm.cli.prepare import main
+    from hwlm.cli.prepare import run as main  # run raises; main turns the error into exit status 2
 
     (tmp_path / "tokenizer").mkdir()
     (tmp_path / "tokenizer" / "mine.txt").write_text("mine")

@@ -10,12 +10,13 @@ Examples::
 from __future__ import annotations
 
 import json
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from transformers import HfArgumentParser
+from hwlm.cli.common import check_model_folder, check_tokenizer_fits, parse_command, run_main
+
+PROG = "hwlm-eval"
 
 
 @dataclass
@@ -39,6 +40,12 @@ class EvalArguments:
     eval_stride: Optional[int] = field(default=None, metadata={"help": "Sliding window stride; default window // 2."})
     output_file: Optional[str] = field(default=None, metadata={"help": "Also write the results as JSON here."})
 
+    def __post_init__(self):
+        for name in ("per_device_eval_batch_size", "bptt", "eval_window", "eval_stride"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"--{name} must be an integer >= 1, got {value}")
+
 
 def evaluate_folder(eval_args: EvalArguments, data_args=None) -> dict:
     """Load ``eval_args.model_name_or_path`` with the Auto classes and score the requested splits."""
@@ -53,6 +60,7 @@ def evaluate_folder(eval_args: EvalArguments, data_args=None) -> dict:
     accelerator = Accelerator()
     tokenizer = load_tokenizer(eval_args.model_name_or_path)
     model = AutoModelForCausalLM.from_pretrained(eval_args.model_name_or_path).to(accelerator.device)
+    check_tokenizer_fits(tokenizer, model.config.vocab_size, eval_args.model_name_or_path)
     if eval_args.prepared_data_dir:
         prepared = hdata.load_prepared(eval_args.prepared_data_dir, tokenizer=tokenizer)
     else:
@@ -87,23 +95,23 @@ def evaluate_folder(eval_args: EvalArguments, data_args=None) -> dict:
     return results
 
 
-def parse(argv: list[str] | None = None) -> tuple:
-    """``(EvalArguments, DataArguments)`` from the command line."""
+def parse(argv: Optional[list[str]] = None) -> tuple:
+    """``(EvalArguments, DataArguments)`` from the command line (flags, or a ``--config`` preset)."""
     from hwlm.data import DataArguments
 
-    parser = HfArgumentParser((EvalArguments, DataArguments))
-    return tuple(parser.parse_args_into_dataclasses(list(sys.argv[1:] if argv is None else argv)))
+    return parse_command((EvalArguments, DataArguments), argv, prog=PROG, description=__doc__)
 
 
-def run(argv: list[str] | None = None) -> dict:
+def run(argv: Optional[list[str]] = None) -> dict:
     """Parse the flags and score the splits; returns the results mapping."""
     eval_args, data_args = parse(argv)
+    check_model_folder(eval_args.model_name_or_path)
     return evaluate_folder(eval_args, data_args)
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Console entry point: `run` without a return value (a console script exits with what `main` returns)."""
-    run(argv)
+def main(argv: Optional[list[str]] = None) -> None:
+    """Console entry point: `run`; a bad flag, folder, data file or tokenizer is a one-line error, exit status 2."""
+    run_main(PROG, run, argv)
 
 
 if __name__ == "__main__":

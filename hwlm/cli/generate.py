@@ -8,10 +8,12 @@ Example::
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass, field
+from typing import Optional
 
-from transformers import HfArgumentParser
+from hwlm.cli.common import check_model_folder, check_tokenizer_fits, parse_command, run_main
+
+PROG = "hwlm-generate"
 
 
 @dataclass
@@ -30,6 +32,16 @@ class GenerateArguments:
     stop_at_eos: bool = field(default=False, metadata={"help": "Stop a sample at <eos> (end of line)."})
     trust_remote_code: bool = field(default=False, metadata={"help": "Use the model code in the folder (hwlm not needed)."})
 
+    def __post_init__(self):
+        for name in ("max_new_tokens", "num_return_sequences"):
+            value = getattr(self, name)
+            if value < 1:
+                raise ValueError(f"--{name} must be an integer >= 1, got {value}")
+        if self.top_k < 0:
+            raise ValueError(f"--top_k must be an integer >= 0 (0 keeps all words), got {self.top_k}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"--top_p must be in (0, 1] (1.0 turns nucleus sampling off), got {self.top_p}")
+
 
 def generate_text(gen_args: GenerateArguments, model=None, tokenizer=None) -> list[str]:
     """Return ``num_return_sequences`` strings: the prompt followed by the generated words (``<eos>`` shown as a newline)."""
@@ -40,8 +52,16 @@ def generate_text(gen_args: GenerateArguments, model=None, tokenizer=None) -> li
 
     if gen_args.temperature <= 0:
         raise ValueError(f"--temperature must be > 0, got {gen_args.temperature}; use --do_sample false for greedy decoding")
-    model = model or AutoModelForCausalLM.from_pretrained(gen_args.model_name_or_path, trust_remote_code=gen_args.trust_remote_code)
+    try:
+        model = model or AutoModelForCausalLM.from_pretrained(gen_args.model_name_or_path,
+                                                              trust_remote_code=gen_args.trust_remote_code)
+    except OSError as err:  # transformers' message for an unknown Hub id or no connection does not name the model
+        raise FileNotFoundError(
+            f"could not load model {gen_args.model_name_or_path!r} ({type(err).__name__}: {err}); pass a folder "
+            "written by hwlm-train or a Hub repository id"
+        ) from err
     tokenizer = tokenizer or AutoTokenizer.from_pretrained(gen_args.model_name_or_path)
+    check_tokenizer_fits(tokenizer, model.config.vocab_size, gen_args.model_name_or_path)
     model.eval()
     set_seed(gen_args.seed)
     prompt = gen_args.prompt.strip()
@@ -69,16 +89,15 @@ def generate_text(gen_args: GenerateArguments, model=None, tokenizer=None) -> li
     return texts
 
 
-def parse(argv: list[str] | None = None) -> tuple:
-    """``(GenerateArguments,)`` from the command line."""
-    return tuple(HfArgumentParser(GenerateArguments).parse_args_into_dataclasses(
-        list(sys.argv[1:] if argv is None else argv)
-    ))
+def parse(argv: Optional[list[str]] = None) -> tuple:
+    """``(GenerateArguments,)`` from the command line (flags, or a ``--config`` preset)."""
+    return parse_command((GenerateArguments,), argv, prog=PROG, description=__doc__)
 
 
-def run(argv: list[str] | None = None) -> list[str]:
+def run(argv: Optional[list[str]] = None) -> list[str]:
     """Parse the flags, generate and print; returns the texts."""
     (gen_args,) = parse(argv)
+    check_model_folder(gen_args.model_name_or_path)
     texts = generate_text(gen_args)
     for i, text in enumerate(texts):
         if len(texts) > 1:
@@ -87,9 +106,9 @@ def run(argv: list[str] | None = None) -> list[str]:
     return texts
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Console entry point: `run` without a return value (a console script exits with what `main` returns)."""
-    run(argv)
+def main(argv: Optional[list[str]] = None) -> None:
+    """Console entry point: `run`; a bad flag, folder or tokenizer is a one-line error with exit status 2."""
+    run_main(PROG, run, argv)
 
 
 if __name__ == "__main__":

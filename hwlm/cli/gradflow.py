@@ -21,7 +21,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from transformers import HfArgumentParser
+from hwlm.cli.common import parse_command, run_main
+
+PROG = "hwlm-gradflow"
 
 #: The four architectures of ``--compare_defaults`` (label, model_type, config fields besides the shared size).
 DEFAULT_MODELS = (
@@ -76,6 +78,16 @@ class GradflowArguments:
         metadata={"help": "CPU threads for torch. Models this small run fastest on one: the default comparison "
                   "took 78 s with 1 thread and ~10x longer with 2 on a shared 2-core machine."},
     )
+
+    def __post_init__(self):
+        for name in ("sequence_length", "num_sequences", "hidden_size", "num_hidden_layers", "max_train_steps",
+                     "train_batch_size", "bptt", "num_threads"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name} must be an integer >= 1, got {getattr(self, name)}")
+        if self.offset < 0:
+            raise ValueError(f"--offset must be a token position >= 0, got {self.offset}")
+        if not self.learning_rate > 0:
+            raise ValueError(f"--learning_rate must be a positive number, got {self.learning_rate}")
 
 
 def _merge_repeated(argv: list[str], flag: str) -> list[str]:
@@ -272,9 +284,8 @@ def parse(argv: list[str] | None = None) -> tuple:
     """``(GradflowArguments, DataArguments)`` from the command line; checks --model / --compare_defaults."""
     from hwlm.data import DataArguments
 
-    argv = list(sys.argv[1:] if argv is None else argv)
-    argv = [a.replace("--compare-defaults", "--compare_defaults") for a in _merge_repeated(argv, "--model")]
-    args, data_args = HfArgumentParser((GradflowArguments, DataArguments)).parse_args_into_dataclasses(argv)
+    argv = _merge_repeated(list(sys.argv[1:] if argv is None else argv), "--model")
+    args, data_args = parse_command((GradflowArguments, DataArguments), argv, prog=PROG, description=__doc__)
     if args.compare_defaults == bool(args.model):
         raise ValueError("pass either --model (one or more times) or --compare_defaults, not both and not neither.")
     return args, data_args
@@ -291,8 +302,8 @@ def run(argv: list[str] | None = None) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """The console command: `run` without a return value (a console script exits with what main returns)."""
-    run(argv)
+    """The console command: `run`; a bad flag, model or input file is a one-line error with exit status 2."""
+    run_main(PROG, run, argv)
 
 
 if __name__ == "__main__":

@@ -11,17 +11,16 @@ Examples::
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from transformers import HfArgumentParser
-
+from hwlm.cli.common import parse_command, run_main
 from hwlm.data import DataArguments, describe_source, load_corpus, load_or_train_tokenizer, prepare_datasets
 from hwlm.tokenization import TokenizerArguments
 from hwlm.training.outputs import OutputLock, check_output_dir
 
+PROG = "hwlm-prepare"
 MARKER = "hwlm_data.json"  # written by hwlm.data.save_prepared; marks the folder as hwlm-prepare's
 WRITES = ("streams", "blocks", "tokenizer", MARKER)
 
@@ -37,25 +36,6 @@ class PrepareArguments:
     )
 
 
-def parse_args(classes: tuple, argv: Optional[list[str]], description: str) -> tuple:
-    """Parse ``argv`` (or one .json/.yaml file of field: value) into the given dataclasses.
-
-    Args:
-        classes (`tuple[type, ...]`): dataclasses with help metadata.
-        argv (`list[str]`, *optional*): arguments; default ``sys.argv[1:]``.
-        description (`str`): shown by ``--help``.
-    Returns:
-        `tuple` of dataclass instances, in the order of ``classes``.
-    """
-    parser = HfArgumentParser(classes, description=description)
-    argv = sys.argv[1:] if argv is None else list(argv)
-    if len(argv) == 1 and argv[0].endswith((".json", ".yaml", ".yml")):
-        if argv[0].endswith(".json"):
-            return parser.parse_json_file(argv[0])
-        return parser.parse_yaml_file(argv[0])
-    return parser.parse_args_into_dataclasses(args=argv)
-
-
 def format_stats(stats: dict) -> str:
     """A Markdown table of per-split counts (lines, words, tokens with <eos>, OOV rate, blocks)."""
     rows = ["| split | lines | words | tokens (with <eos>) | OOV rate | blocks |", "|---|---:|---:|---:|---:|---:|"]
@@ -66,12 +46,13 @@ def format_stats(stats: dict) -> str:
 
 
 def parse(argv: Optional[list[str]] = None) -> tuple:
-    """``(DataArguments, TokenizerArguments, PrepareArguments)`` from the command line."""
-    return parse_args((DataArguments, TokenizerArguments, PrepareArguments), argv, description=__doc__.split("\n")[0])
+    """``(DataArguments, TokenizerArguments, PrepareArguments)`` from the command line (flags, a ``--config``
+    preset, or a lone preset path: ``hwlm-prepare settings.yaml``)."""
+    return parse_command((DataArguments, TokenizerArguments, PrepareArguments), argv, prog=PROG, description=__doc__)
 
 
-def main(argv: Optional[list[str]] = None) -> None:
-    """Run ``hwlm-prepare`` (see the module docstring); ``argv`` defaults to ``sys.argv[1:]``."""
+def run(argv: Optional[list[str]] = None) -> None:
+    """Parse the flags, then load, tokenise and save the corpus (see the module docstring)."""
     data_args, tok_args, prep_args = parse(argv)
     out = Path(prep_args.output_dir)
     # before any work: write only into a new or empty folder or an earlier hwlm-prepare output
@@ -94,6 +75,11 @@ def main(argv: Optional[list[str]] = None) -> None:
     print(f"vocabulary: {prepared.vocab_size:,} entries (tokenizer fingerprint {prepared.tokenizer_fingerprint}), "
           f"block_size {prepared.block_size}")
     print(f"saved to {prep_args.output_dir}")
+
+
+def main(argv: Optional[list[str]] = None) -> None:
+    """Console entry point: `run`; a bad flag or input file is a one-line error with exit status 2."""
+    run_main(PROG, run, argv)
 
 
 if __name__ == "__main__":

@@ -10,16 +10,21 @@ Examples::
 
 from __future__ import annotations
 
-import os
 import shlex
 import sys
 
-from hwlm.training.arguments import parse_args
+from hwlm.cli.common import check_settings, parse_command, run_main
+from hwlm.training.arguments import run_argument_classes
+
+PROG = "hwlm-train"
 
 
 def parse(argv: list[str] | None = None) -> tuple:
-    """The run settings (``--config`` preset + flags): ``(ModelArguments, DataArguments, TrainingArguments)``."""
-    return parse_args(list(sys.argv[1:] if argv is None else argv))
+    """The run settings (``--config`` preset + flags): ``(ModelArguments, DataArguments, TrainingArguments)``.
+
+    Each dataclass checks its own fields here; the checks that read the files and folders named run in `run`.
+    """
+    return parse_command(run_argument_classes(), argv, prog=PROG, description=__doc__)
 
 
 def run(argv: list[str] | None = None) -> dict:
@@ -28,23 +33,18 @@ def run(argv: list[str] | None = None) -> dict:
 
     argv = list(sys.argv[1:] if argv is None else argv)
     model_args, data_args, train_args = parse(argv)
+    check_settings(model_args, data_args, train_args)  # cross-field and file checks, before any data or process group
     command = "hwlm-train " + " ".join(shlex.quote(a) for a in argv)
     return train(model_args, data_args, train_args, command=command)
 
 
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: exit 0 when done, 128+signal (130 SIGINT, 143 SIGTERM) when a signal stopped the run
-    after saving, 2 with a one-line ``hwlm-train: error: ...`` for bad settings or inputs (the traceback with
-    ``HWLM_DEBUG=1``), 1 for a diverged run."""
+    after saving, 2 with a one-line ``hwlm-train: error: ...`` for bad settings or inputs, 1 (also one line) for a
+    diverged run; ``--debug`` or ``HWLM_DEBUG=1`` shows the traceback (see `hwlm.cli.common`)."""
     from hwlm.training.loop import TrainingDiverged
 
-    try:
-        results = run(argv)
-    except (ValueError, FileNotFoundError, TrainingDiverged) as err:
-        if os.environ.get("HWLM_DEBUG"):
-            raise
-        print(f"hwlm-train: error: {err}", file=sys.stderr)
-        sys.exit(1 if isinstance(err, TrainingDiverged) else 2)
+    results = run_main(PROG, run, argv, failures=(TrainingDiverged,))
     if results.get("exit_code"):
         sys.exit(results["exit_code"])
 

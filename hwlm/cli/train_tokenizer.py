@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from hwlm.cli.prepare import parse_args
+from hwlm.cli.common import parse_command, run_main
 from hwlm.data import (
     EMBEDDED_SPLIT_PERCENT,
     DataArguments,
@@ -28,6 +28,7 @@ from hwlm.tokenization import SPECIAL_TOKENS, TokenizerArguments, tokenizer_fing
 from hwlm.training.outputs import OutputLock, check_output_dir
 
 
+PROG = "hwlm-tokenizer"
 MARKER = "hwlm_tokenizer.json"  # the build record doubles as the folder's ownership marker
 WRITES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "README.md", MARKER)
 
@@ -89,20 +90,21 @@ def render_readme(source: dict, settings: dict, vocab_size: int, fingerprint: st
 
 
 def parse(argv: Optional[list[str]] = None) -> tuple:
-    """``(DataArguments, TokenizerArguments, TokenizerOutputArguments)`` from the command line."""
-    return parse_args(
-        (DataArguments, TokenizerArguments, TokenizerOutputArguments), argv, description=__doc__.split("\n")[0]
+    """``(DataArguments, TokenizerArguments, TokenizerOutputArguments)`` from the command line (flags, a
+    ``--config`` preset, or a lone preset path)."""
+    return parse_command(
+        (DataArguments, TokenizerArguments, TokenizerOutputArguments), argv, prog=PROG, description=__doc__
     )
 
 
-def main(argv: Optional[list[str]] = None) -> None:
-    """Run ``hwlm-tokenizer`` (see the module docstring); ``argv`` defaults to ``sys.argv[1:]``."""
+def run(argv: Optional[list[str]] = None) -> None:
+    """Parse the flags, train the tokenizer and save it with its README (see the module docstring)."""
     data_args, tok_args, out_args = parse(argv)
     out = Path(out_args.output_dir)
     # before any work: never replace a file the user owns (a README.md, another tokenizer's config)
     check_output_dir(out, command="hwlm-tokenizer", marker=MARKER, would_write=WRITES, rewrite_own=True)
+    corpus = load_corpus(data_args)  # first: it checks the input files and names the flag of a bad one
     source = describe_source(data_args)
-    corpus = load_corpus(data_args)
     settings = tok_args.resolved(default_tokenizer_settings(data_args))
     tokenizer = train_on_split(corpus["train"], settings, show_progress=True)
     out.mkdir(parents=True, exist_ok=True)
@@ -116,6 +118,11 @@ def main(argv: Optional[list[str]] = None) -> None:
         tokenizer.save_pretrained(str(out))
         (out / "README.md").write_text(render_readme(source, settings, len(tokenizer), fingerprint), encoding="utf-8")
     print(f"vocabulary: {len(tokenizer):,} entries, fingerprint {fingerprint}; saved to {out}")
+
+
+def main(argv: Optional[list[str]] = None) -> None:
+    """Console entry point: `run`; a bad flag or input file is a one-line error with exit status 2."""
+    run_main(PROG, run, argv)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,307 @@
+"""The command-line helper every ``hwlm-*`` command uses: one parser and one way to report errors.
+
+Parsing (`parse_command`): transformers' `HfArgumentParser` over the command's settings dataclasses, so flags
+carry the field names (``--per_device_eval_batch_size``; ``--per-device-eval-batch-size`` works too) and
+``--help`` shows one section per dataclass, titled by its docstring, with each field's ``help``. Every command
+accepts ``--config PRESET.yaml|.json`` (a mapping of field names; flags given on the command line override it;
+``config_overrides`` from the command line updates the preset's mapping instead of replacing it) and ``--debug``.
+
+Errors (`run_main`): a user error is one line on stderr, ``hwlm-<command>: error: <message>``, and exit status 2,
+argparse's convention. User errors are:
+
+- `ValueError`, which covers bad settings (the dataclasses' ``__post_init__``), `UsageError` (an unknown flag or
+  a malformed value, raised by the parser instead of argparse's usage dump), ``UnicodeDecodeError``, and hwlm's
+  own `hwlm.training.checkpoint.CheckpointError` and `hwlm.training.outputs.OutputDirError` (both subclass it);
+- `FileNotFoundError`, `NotADirectoryError`, `IsADirectoryError` and `PermissionError`: a path the user gave.
+
+A command may name further *run failures* (``failures=``): not the user's typing, but an outcome the message
+explains fully, reported on one line with exit status 1: ``TrainingDiverged`` (hwlm-train: the loss became
+NaN; the last good checkpoint is kept) and ``HubUnreachable`` (hwlm-push). ``KeyboardInterrupt`` exits 130.
+Anything else (``TypeError``, ``AttributeError``, ...) is a bug and keeps its traceback. ``--debug`` or
+``HWLM_DEBUG=1`` shows the traceback of every error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, Callable, Iterable, Optional, Sequence, TypeVar
+
+import yaml
+from transformers import HfArgumentParser
+
+__all__ = [
+    "USER_ERRORS",
+    "UsageError",
+    "CommandParser",
+    "parse_command",
+    "read_preset",
+    "check_settings",
+    "check_model_folder",
+    "check_tokenizer_fits",
+    "debug_requested",
+    "run_main",
+]
+
+T = TypeVar("T")
+
+
+class UsageError(ValueError):
+    """A malformed command line: an unknown flag, a missing argument or a value of the wrong type."""
+
+
+USER_ERRORS: tuple[type[BaseException], ...] = (
+    ValueError,  # includes UsageError, UnicodeDecodeError, CheckpointError, OutputDirError
+    FileNotFoundError,
+    NotADirectoryError,
+    IsADirectoryError,
+    PermissionError,
+)
+
+#: The extensions ``--config`` reads, and the lone-argument shorthand ``hwlm-prepare settings.yaml`` accepts.
+PRESET_SUFFIXES = (".yaml", ".yml", ".json")
+
+
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """Keeps the layout of the command's docstring (its examples) and shows each flag's default."""
+
+
+class CommandParser(HfArgumentParser):
+    """`HfArgumentParser` that raises `UsageError` instead of printing usage and exiting, and groups ``--help``.
+
+    Args:
+        dataclass_types (`Sequence[type]`): the settings dataclasses, in the order `parse_command` returns them.
+        positionals (`Sequence[str]`, *optional*): field names taken as positional arguments (``hwlm-push FOLDER
+            REPO_ID``) instead of ``--name`` flags.
+        **kwargs: passed to `argparse.ArgumentParser` (``prog``, ``description``).
+    """
+
+    def __init__(self, dataclass_types: Sequence[type], positionals: Sequence[str] = (), **kwargs):
+        self._positional_fields = set(positionals)  # read by _add_dataclass_arguments, which the base __init__ calls
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        super().__init__(list(dataclass_types), **kwargs)
+
+    def error(self, message: str):
+        # argparse would print the (long) usage and exit 2 itself; raising lets run_main print one line
+        raise UsageError(f"{message} (see {self.prog} --help)")
+
+    def _add_dataclass_arguments(self, dtype: type) -> None:
+        """One ``--help`` section per dataclass, titled by its name and the first paragraph of its docstring."""
+        import typing
+
+        doc = (dtype.__doc__ or "").strip().split("\n\n")[0]
+        group = self.add_argument_group(dtype.__name__, " ".join(doc.split()) or None)
+        hints = typing.get_type_hints(dtype)
+        for f in dataclasses.fields(dtype):
+            if not f.init:
+                continue
+            f.type = hints[f.name]
+            if f.name in self._positional_fields:
+                group.add_argument(f.name, metavar=f.name.upper(), help=f.metadata.get("help"))
+            else:
+                self._parse_dataclass_field(group, f)
+
+
+def read_preset(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a ``--config`` preset: a YAML or JSON mapping of field names to values.
+
+    Raises:
+        FileNotFoundError / IsADirectoryError: no file at ``path``.
+        ValueError: the file is not UTF-8, not valid YAML/JSON, or not a mapping (an empty file included).
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"--config {str(path)!r} is a directory; pass a preset file (presets/*.yaml)")
+    if not path.is_file():
+        raise FileNotFoundError(f"--config {str(path)!r} does not exist; presets live in presets/*.yaml")
+    try:
+        text = path.read_text(encoding="utf-8")
+        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except UnicodeDecodeError as err:
+        raise ValueError(f"--config {str(path)!r} is not UTF-8 text (byte {err.start}); save it as UTF-8") from None
+    except (yaml.YAMLError, json.JSONDecodeError) as err:
+        detail = " ".join(str(err).split())
+        raise ValueError(f"--config {str(path)!r} is not valid {path.suffix[1:].upper()}: {detail}") from None
+    if not isinstance(data, dict):
+        raise ValueError(
+            f"--config {str(path)!r} must be a mapping of field: value, got {type(data).__name__} "
+            f"({'an empty file' if data is None else repr(data)[:60]})"
+        )
+    return data
+
+
+def _preset_path(argv: list[str]) -> tuple[Optional[str], list[str]]:
+    """Split ``--config PATH`` (or ``--config=PATH``, or a lone ``PATH.yaml``) from the rest of ``argv``."""
+    if len(argv) == 1 and argv[0].endswith(PRESET_SUFFIXES) and not argv[0].startswith("-"):
+        return argv[0], []  # the shorthand of transformers' examples: `hwlm-prepare settings.yaml`
+    pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    pre.add_argument("--config", default=None)
+    known, rest = pre.parse_known_args(argv)
+    return known.config, rest
+
+
+def _apply_preset(parser: CommandParser, classes: Sequence[type], path: str) -> Any:
+    """Make the preset's values the parser's defaults; return its ``config_overrides`` (merged after parsing)."""
+    preset = read_preset(path)
+    allowed = {f.name for cls in classes for f in dataclasses.fields(cls) if f.init}
+    unknown = sorted(set(preset) - allowed)
+    if unknown:
+        raise ValueError(f"--config {path!r} has unknown field(s) {unknown}; see {parser.prog} --help for the fields")
+    overrides = preset.pop("config_overrides", None)
+    parser.set_defaults(**preset)
+    for action in parser._actions:  # a field the preset sets is no longer required on the command line
+        if action.dest in preset and action.option_strings:
+            action.required = False
+    return overrides
+
+
+def parse_command(
+    classes: Sequence[type],
+    argv: Optional[Iterable[str]] = None,
+    *,
+    prog: str,
+    description: Optional[str] = None,
+    positionals: Sequence[str] = (),
+) -> tuple:
+    """Parse a command line into instances of ``classes`` (the one parser of every ``hwlm-*`` command).
+
+    Args:
+        classes (`Sequence[type]`): settings dataclasses whose fields carry ``metadata={"help": ...}``.
+        argv (`Iterable[str]`, *optional*): the arguments; default ``sys.argv[1:]``.
+        prog (`str`): the command's name, e.g. ``"hwlm-eval"`` (in ``--help`` and error messages).
+        description (`str`, *optional*): the top of ``--help`` (the command module's docstring).
+        positionals (`Sequence[str]`, *optional*): fields given by position instead of as ``--name``.
+    Returns:
+        `tuple` of dataclass instances, in the order of ``classes``. Each ran its own ``__post_init__`` checks.
+    Raises:
+        UsageError: unknown flag, missing argument, wrong type. ValueError / FileNotFoundError: a bad preset
+        or a setting its dataclass refuses.
+    """
+    from hwlm.training.arguments import merge_config_overrides
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    preset_path, rest = _preset_path(argv)
+    parser = CommandParser(classes, positionals=positionals, prog=prog, description=description)
+    parser.add_argument("--config", default=None, help="A YAML or JSON preset of these fields; flags override it.")
+    parser.add_argument("--debug", action="store_true", help="Show the full traceback of an error (or HWLM_DEBUG=1).")
+    preset_overrides = _apply_preset(parser, classes, preset_path) if preset_path else None
+    namespace = parser.parse_args(rest)  # CommandParser.error raises UsageError for unknown flags
+    parsed = []
+    for cls in classes:
+        names = {f.name for f in dataclasses.fields(cls) if f.init}
+        parsed.append(cls(**{k: v for k, v in vars(namespace).items() if k in names}))
+    if preset_overrides is not None:
+        for obj in parsed:
+            if hasattr(obj, "config_overrides"):  # the command line's pairs update the preset's mapping
+                obj.config_overrides = merge_config_overrides(preset_overrides, obj.config_overrides)
+    return tuple(parsed)
+
+
+def check_settings(*settings: Any) -> None:
+    """Cross-field checks of model, data and training settings together, before any data, model or Accelerator.
+
+    The hook a command that takes a training run's settings calls after parsing and before any work (hwlm-train's
+    `run`; not `parse`, which must stay free of file checks so the README's commands parse anywhere). It delegates
+    to ``hwlm.training.arguments.check_settings(model_args, data_args, training_args)`` (issue 10, training half)
+    when that function exists, so the checks are written once, next to the dataclasses they read.
+    """
+    from hwlm.training import arguments
+
+    checker: Optional[Callable[..., None]] = getattr(arguments, "check_settings", None)
+    if checker is not None:
+        checker(*settings)
+
+
+def check_model_folder(name_or_path: str, flag: str = "--model_name_or_path") -> None:
+    """Refuse a local model folder that cannot load, with the reason, before transformers tries it.
+
+    A name that does not exist here and reads as a Hub id (``user/model``) is left to ``from_pretrained``.
+
+    Raises:
+        FileNotFoundError: the path does not exist, or holds no ``config.json``.
+        NotADirectoryError: the path is a file.
+        ValueError: ``config.json`` is empty, not UTF-8 or not JSON.
+    """
+    path = Path(name_or_path).expanduser()
+    if not path.exists():
+        if path.is_absolute() or name_or_path.startswith(".") or name_or_path.count("/") != 1:
+            raise FileNotFoundError(f"{flag} {name_or_path!r} does not exist; pass a folder written by hwlm-train")
+        return  # a Hub repository id
+    if not path.is_dir():
+        raise NotADirectoryError(f"{flag} {name_or_path!r} is a file; pass the folder holding config.json")
+    config = path / "config.json"
+    if not config.is_file():
+        raise FileNotFoundError(f"{flag} {name_or_path!r} holds no config.json; pass a folder written by hwlm-train")
+    raw = config.read_bytes()
+    if not raw.strip():
+        raise ValueError(f"{config} is empty; the folder is not a complete model (re-run hwlm-train or re-download)")
+    try:
+        json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{config} is not UTF-8 (byte {err.start}); the folder is damaged") from None
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{config} is not valid JSON ({err}); the folder is damaged") from None
+
+
+def check_tokenizer_fits(tokenizer: Any, vocab_size: int, folder: str) -> None:
+    """Refuse a tokenizer with more entries than the model has embeddings (its ids would index past them).
+
+    Args:
+        tokenizer: a transformers tokenizer (``len(tokenizer)`` entries, special tokens included).
+        vocab_size (`int`): the model's ``config.vocab_size``.
+        folder (`str`): the model folder, named in the message.
+    Raises:
+        ValueError: naming both sizes and the fix.
+    """
+    if len(tokenizer) > vocab_size:
+        raise ValueError(
+            f"the tokenizer of {folder!r} has {len(tokenizer)} entries but the model's vocab_size is {vocab_size}: "
+            "they were not trained together. Save the tokenizer the model was trained with into the folder "
+            "(tokenizer.save_pretrained)."
+        )
+
+
+def debug_requested(argv: Optional[Sequence[str]] = None) -> bool:
+    """``--debug`` among the arguments, or ``HWLM_DEBUG`` set to anything but ``""``, ``0``, ``false`` or ``no``."""
+    argv = sys.argv[1:] if argv is None else argv
+    return "--debug" in argv or os.environ.get("HWLM_DEBUG", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def run_main(
+    prog: str,
+    run: Callable[[list[str]], T],
+    argv: Optional[Iterable[str]] = None,
+    *,
+    failures: tuple[type[BaseException], ...] = (),
+) -> T:
+    """Call ``run(argv)`` and turn the errors a user can act on into one line and an exit status.
+
+    Args:
+        prog (`str`): the command's name, the prefix of the error line.
+        run (`Callable[[list[str]], T]`): the command's ``run``; it parses ``argv`` itself.
+        argv (`Iterable[str]`, *optional*): the arguments; default ``sys.argv[1:]``.
+        failures (`tuple[type]`): run failures of this command, reported on one line with exit status 1.
+    Returns:
+        what ``run`` returned.
+    Raises:
+        SystemExit: 2 for a user error (`USER_ERRORS`), 1 for one of ``failures``, 130 for Ctrl-C; with
+        `debug_requested` the original exception propagates instead (its traceback is printed).
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        return run(argv)
+    except KeyboardInterrupt:
+        if debug_requested(argv):
+            raise
+        print(f"{prog}: interrupted", file=sys.stderr)
+        sys.exit(130)
+    except (*USER_ERRORS, *failures) as err:
+        if debug_requested(argv):
+            raise
+        message = " ".join(str(err).split()) or type(err).__name__  # one line, whatever the message held
+        print(f"{prog}: error: {message}", file=sys.stderr)
+        sys.exit(1 if isinstance(err, failures) and not isinstance(err, USER_ERRORS) else 2)
