@@ -285,6 +285,9 @@ class DynamicEvaluator:
             )
         self.trained = [p.detach().clone() for p in self.params]
         self.rms = [rms[n].to(p.device, p.dtype) for n, p in zip(self.names, self.params)]
+        # -η / (RMS + ε), fixed during the pass: the gradient step is then one multiply-add per weight.
+        eta, eps = settings.dynamic_eval_learning_rate, settings.dynamic_eval_epsilon
+        self.gradient_scale = [-eta / (v + eps) for v in self.rms]
         global_rms = sum(float(v.mean()) for v in self.rms) / len(self.rms)
         lam = settings.dynamic_eval_decay_rate
         # Per-weight decay λ·RMS/mean(RMS), clipped at 1 so that the decay never overshoots θ0 (their code).
@@ -292,14 +295,15 @@ class DynamicEvaluator:
 
     def step(self, loss: torch.Tensor) -> None:
         """One update from ``loss`` (a scalar, the mean loss of the segment just scored)."""
-        eta, eps = self.settings.dynamic_eval_learning_rate, self.settings.dynamic_eval_epsilon
-        grads = torch.autograd.grad(loss, self.params, allow_unused=True)
+        # materialize_grads: a parameter the segment did not reach gets a zero gradient (it still decays).
+        grads = torch.autograd.grad(loss, self.params, materialize_grads=True)
+        params = list(self.params)
         with torch.no_grad():
-            for p, p0, g, rms, decay in zip(self.params, self.trained, grads, self.rms, self.decay):
-                dw = decay * (p0 - p)
-                if g is not None:
-                    dw = dw - eta * g / (rms + eps)
-                p.add_(dw)
+            # Multi-tensor (foreach) ops, three passes over the weights: the update runs every few tokens, and on a
+            # CPU it is bound by memory traffic.
+            delta = torch._foreach_sub(self.trained, params)  # θ0 - θ, from the weights before this step
+            torch._foreach_addcmul_(params, delta, self.decay)  # + λ d (θ0 - θ)
+            torch._foreach_addcmul_(params, list(grads), self.gradient_scale)  # - η g / (RMS + ε)
 
     def reset(self) -> None:
         """Back to the trained weights (between splits or grid points)."""
