@@ -75,9 +75,11 @@ def test_dynamic_eval_with_learning_rate_zero_is_plain_evaluation_exactly(model_
     assert moved["dynamic_eval_loss"] != plain["loss"]
 
 
-@pytest.mark.parametrize("model_type", ["hwlm_lstm", "hwlm_transformer"])
-def test_cache_with_lambda_zero_is_plain_evaluation(model_type):
-    model = tiny(model_type)
+@pytest.mark.parametrize(
+    "model_type,kw", [("hwlm_lstm", {}), ("hwlm_transformer", {}), ("hwlm_lstm", {"adaptive_softmax_cutoffs": [10, 20]})]
+)
+def test_cache_with_lambda_zero_is_plain_evaluation(model_type, kw):
+    model = tiny(model_type, **kw)
     tokens = random_text(203, seed=3)
     res = evaluate_adaptive(model, tokens, cache=NeuralCacheSettings(cache_lambda=0.0), bptt=7, stride=8)
     plain = evaluate_perplexity(model, tokens, batch_size=1, bptt=7, window=32, stride=8)
@@ -294,3 +296,24 @@ def test_two_processes_with_accelerate_launch(trained, tmp_path):
     assert res["test_dynamic_eval_neural_cache_perplexity"] == pytest.approx(expected, rel=1e-5)
     # one process would have reported something else: the match above says both halves were adapted and summed
     assert sharded_reference(out, prepared, "test", num_processes=1)[0] != pytest.approx(expected, rel=1e-4)
+
+
+@pytest.mark.parametrize(
+    "model_type,kw",
+    [
+        ("hwlm_lstm", {"embedding_size": 16, "tie_word_embeddings": True}),  # projected to the embedding width
+        ("hwlm_transformer", {}),  # after the final LayerNorm
+        ("hwlm_lstm", {"adaptive_softmax_cutoffs": [10, 20]}),
+    ],
+)
+def test_cache_keys_are_what_the_output_layer_reads(model_type, kw):
+    from hwlm.adaptive import _head_inputs
+
+    model = tiny(model_type, **kw)
+    x = random_text(12)[None]
+    with torch.no_grad(), _head_inputs(model) as seen:
+        logits = model(input_ids=x).logits  # (1, 12, V)
+    features = seen[-1].reshape(1, 12, -1)
+    head = model.lm_head
+    again = head(features) if isinstance(head, torch.nn.Linear) else head.log_prob(features[0])[None]
+    assert torch.allclose(again, logits, atol=1e-6)

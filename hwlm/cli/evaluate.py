@@ -79,6 +79,12 @@ class EvalArguments:
                 raise ValueError(f"--{name} must be comma-separated numbers, got {value!r}") from None
 
 
+def _say(accelerator, message: str) -> None:
+    """Progress on the main process (an adapted pass can take minutes)."""
+    if accelerator.is_main_process:
+        print(message, flush=True)
+
+
 def parse_grid(text: Optional[str]) -> list[float]:
     """'1e-5, 3e-5' -> [1e-5, 3e-5]; None or '' -> []."""
     return [float(v) for v in (text or "").split(",") if v.strip()]
@@ -167,6 +173,7 @@ def adaptive_results(model, prepared, splits, eval_args, dynamic, cache, acceler
         rms = gradient_statistics(model, prepared.stream_tensor("train"), dynamic, accelerator=accelerator,
                                   window=eval_args.eval_window, pad_token_id=pad_id)
         out["dynamic_eval_stats_seconds"] = time.perf_counter() - start
+        _say(accelerator, f"gradient statistics of the training split: {out['dynamic_eval_stats_seconds']:.0f} s")
     cache_alone = combined = cache
     if eval_args.tune_on:
         start = time.perf_counter()
@@ -180,6 +187,9 @@ def adaptive_results(model, prepared, splits, eval_args, dynamic, cache, acceler
         dynamic, cache_alone, combined = tuned["dynamic"], tuned["cache"], tuned["combined_cache"]
         out["tuning"] = {"split": eval_args.tune_on, "num_tokens": tuned["num_tokens"], "grid": tuned["grid"],
                          "seconds": time.perf_counter() - start}
+        for row in tuned["grid"]:
+            _say(accelerator, "tuning: " + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
+                                                    for k, v in row.items()))
     for split in splits:
         tokens = prepared.stream_tensor(split)
         runs = []
@@ -189,6 +199,8 @@ def adaptive_results(model, prepared, splits, eval_args, dynamic, cache, acceler
             runs.append(("dynamic_eval", dict(dynamic=dynamic, rms=rms, cache=combined)))
         for method, kwargs in runs:
             res = evaluate_adaptive(model, tokens, **kwargs, **common)
+            _say(accelerator, f"{split} ({method.replace('_', ' ')}{' + cache' if method == 'dynamic_eval' and combined else ''}): "
+                 f"{res['seconds']:.0f} s")
             for key, value in res.items():
                 out[f"{split}_{method}_{key}" if key in ("num_tokens", "seconds") else f"{split}_{key}"] = value
     out["adaptive_settings"] = {
