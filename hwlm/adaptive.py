@@ -35,9 +35,10 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import itertools
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Iterator, Optional
 
 import torch
@@ -70,7 +71,8 @@ class DynamicEvalSettings:
         default=5e-5, metadata={"help": "η, the step size of the RMS-normalised update (0 = plain evaluation)."}
     )
     dynamic_eval_decay_rate: float = field(
-        default=2e-3, metadata={"help": "λ, the decay towards the trained weights, scaled per weight by RMS/mean(RMS)."}
+        default=2e-3,
+        metadata={"help": "λ, the decay towards the trained weights, scaled per weight by RMS/mean(RMS)."},
     )
     dynamic_eval_epsilon: float = field(default=2e-5, metadata={"help": "ε in g / (RMS + ε)."})
     dynamic_eval_segment_length: int = field(
@@ -443,7 +445,9 @@ def adaptive_loss_sums(
         x, y = x.to(device), y.to(device)
         n = int((y != -100).sum())
         with torch.set_grad_enabled(evaluator is not None), autocast() if autocast else contextlib.nullcontext():
-            loss_sum, state, cache_inputs = _forward_segment(model, x, y, state, carry=carry, with_cache=cache is not None)
+            loss_sum, state, cache_inputs = _forward_segment(
+                model, x, y, state, carry=carry, with_cache=cache is not None
+            )
         if cache_inputs is not None:
             features, log_p = cache_inputs
             if not carry:  # sliding windows: the scored targets of the batch, in text order, are one stream
@@ -646,7 +650,8 @@ def tune_on_validation(
     if cache is not None:
         length = bptt if stateful else (stride or max(window // 2, 1))
         res = adaptive_pass(model, tokens, length=length, **common, **cache_grid)
-        for (i, theta), (j, lam) in ((a, b) for a in enumerate(cache_grid["thetas"]) for b in enumerate(cache_grid["lambdas"])):
+        grid = itertools.product(enumerate(cache_grid["thetas"]), enumerate(cache_grid["lambdas"]))
+        for (i, theta), (j, lam) in grid:
             rows.append({"method": "neural_cache", "cache_theta": theta, "cache_lambda": lam,
                          "perplexity": math.exp(float(res["cache"][i, j]))})
         theta, lam, _ = _best_in_grid(res["cache"], cache_grid["thetas"], cache_grid["lambdas"])

@@ -40,7 +40,8 @@ class EvalArguments:
     eval_stride: Optional[int] = field(default=None, metadata={"help": "Sliding window stride; default window // 2."})
     output_file: Optional[str] = field(default=None, metadata={"help": "Also write the results as JSON here."})
     dynamic_eval: bool = field(
-        default=False, metadata={"help": "Also score with dynamic evaluation (Krause et al. 2018); see --dynamic_eval_*."}
+        default=False,
+        metadata={"help": "Also score with dynamic evaluation (Krause et al. 2018); see --dynamic_eval_*."},
     )
     neural_cache: bool = field(
         default=False, metadata={"help": "Also score with the neural cache (Grave et al. 2017); see --cache_*."}
@@ -138,7 +139,9 @@ def evaluate_folder(eval_args: EvalArguments, data_args=None, dynamic_args=None,
             results[f"{split}_{key}"] = value
         results[f"{split}_seconds"] = time.perf_counter() - start
     if eval_args.dynamic_eval or eval_args.neural_cache:
-        results.update(adaptive_results(model, prepared, splits, eval_args, dynamic_args, cache_args, accelerator, pad_id))
+        results.update(
+            adaptive_results(model, prepared, splits, eval_args, dynamic_args, cache_args, accelerator, pad_id)
+        )
     if accelerator.is_main_process:
         for split in splits:
             for method in ("", "neural_cache_", "dynamic_eval_", "dynamic_eval_neural_cache_"):
@@ -199,8 +202,8 @@ def adaptive_results(model, prepared, splits, eval_args, dynamic, cache, acceler
             runs.append(("dynamic_eval", dict(dynamic=dynamic, rms=rms, cache=combined)))
         for method, kwargs in runs:
             res = evaluate_adaptive(model, tokens, **kwargs, **common)
-            _say(accelerator, f"{split} ({method.replace('_', ' ')}{' + cache' if method == 'dynamic_eval' and combined else ''}): "
-                 f"{res['seconds']:.0f} s")
+            label = method.replace("_", " ") + (" + cache" if method == "dynamic_eval" and combined else "")
+            _say(accelerator, f"{split} ({label}): {res['seconds']:.0f} s")
             for key, value in res.items():
                 out[f"{split}_{method}_{key}" if key in ("num_tokens", "seconds") else f"{split}_{key}"] = value
     out["adaptive_settings"] = {
