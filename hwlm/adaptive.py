@@ -489,9 +489,19 @@ def _reduce(accelerator, device, *tensors: torch.Tensor) -> list[torch.Tensor]:
     return out
 
 
+def _exp(loss: float) -> float:
+    """Perplexity from a mean loss; a diverged pass (a learning rate too high) gives inf, not an OverflowError."""
+    return math.exp(min(loss, 700.0)) if not math.isnan(loss) else math.nan
+
+
+def _rank(perplexity: float) -> float:
+    """Sort key for tuning: a NaN (diverged) perplexity ranks last."""
+    return math.inf if math.isnan(perplexity) else perplexity
+
+
 def _ppl(loss_sum: float, count: int) -> tuple[float, float]:
     loss = loss_sum / max(count, 1)
-    return loss, math.exp(min(loss, 700.0))
+    return loss, _exp(loss)
 
 
 def adaptive_pass(
@@ -596,13 +606,13 @@ def evaluate_adaptive(
     if cache is not None:
         prefix = "dynamic_eval_neural_cache" if dynamic is not None else "neural_cache"
         loss = float(res["cache"][0, 0])
-        out[f"{prefix}_loss"], out[f"{prefix}_perplexity"] = loss, math.exp(min(loss, 700.0))
+        out[f"{prefix}_loss"], out[f"{prefix}_perplexity"] = loss, _exp(loss)
     return out
 
 
 def _best_in_grid(grid: torch.Tensor, thetas, lambdas) -> tuple[float, float, float]:
-    """(θ, λ, mean loss) of the lowest mean loss in a (G_θ, G_λ) grid."""
-    flat = int(torch.argmin(grid))
+    """(θ, λ, mean loss) of the lowest mean loss in a (G_θ, G_λ) grid (a NaN, from a diverged pass, never wins)."""
+    flat = int(torch.argmin(torch.nan_to_num(grid, nan=math.inf)))
     i, j = divmod(flat, grid.size(1))
     return float(thetas[i]), float(lambdas[j]), float(grid[i, j])
 
@@ -653,7 +663,7 @@ def tune_on_validation(
         grid = itertools.product(enumerate(cache_grid["thetas"]), enumerate(cache_grid["lambdas"]))
         for (i, theta), (j, lam) in grid:
             rows.append({"method": "neural_cache", "cache_theta": theta, "cache_lambda": lam,
-                         "perplexity": math.exp(float(res["cache"][i, j]))})
+                         "perplexity": _exp(float(res["cache"][i, j]))})
         theta, lam, _ = _best_in_grid(res["cache"], cache_grid["thetas"], cache_grid["lambdas"])
         out["cache"] = replace(cache, cache_theta=theta, cache_lambda=lam)
     if dynamic is not None:
@@ -668,9 +678,9 @@ def tune_on_validation(
                 if cache is not None:
                     theta, lam, loss = _best_in_grid(res["cache"], cache_grid["thetas"], cache_grid["lambdas"])
                     row.update({"best_cache_theta": theta, "best_cache_lambda": lam,
-                                "dynamic_eval_neural_cache_perplexity": math.exp(loss)})
+                                "dynamic_eval_neural_cache_perplexity": _exp(loss)})
                 rows.append(row)
-                if best is None or row["perplexity"] < best[0]["perplexity"]:
+                if best is None or _rank(row["perplexity"]) < _rank(best[0]["perplexity"]):
                     best = (row, settings)
         out["dynamic"] = best[1]
         if cache is not None:

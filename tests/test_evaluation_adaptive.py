@@ -319,3 +319,15 @@ def test_cache_keys_are_what_the_output_layer_reads(model_type, kw):
     head = model.lm_head
     again = head(features) if isinstance(head, torch.nn.Linear) else head.log_prob(features[0])[None]
     assert torch.allclose(again, logits, atol=1e-6)
+
+
+def test_a_diverging_learning_rate_loses_the_grid_search_instead_of_crashing():
+    model = tiny("hwlm_transformer")
+    rms = gradient_statistics(model, random_text(), STATS)
+    tuned = tune_on_validation(
+        model, repeated_text(), dynamic=DynamicEvalSettings(dynamic_eval_segment_length=SEGMENT), rms=rms,
+        learning_rates=[1e3, 1e-3], cache=NeuralCacheSettings(cache_size=100), thetas=[1.0], lambdas=[0.1],
+    )
+    rows = [r for r in tuned["grid"] if r["method"] == "dynamic_eval"]
+    assert not rows[0]["perplexity"] < 1e6  # diverged: inf or NaN
+    assert tuned["dynamic"].dynamic_eval_learning_rate == 1e-3
