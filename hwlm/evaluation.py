@@ -24,13 +24,20 @@ Which method is used depends on what the model can do, not on its type:
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 
 from hwlm.training.loaders import StreamLoader
 
-__all__ = ["supports_state_carrying", "evaluate_perplexity", "stream_loss_sum", "sliding_window_loss_sum"]
+__all__ = [
+    "supports_state_carrying",
+    "evaluate_perplexity",
+    "stream_loss_sum",
+    "sliding_window_loss_sum",
+    "sliding_window_batches",
+    "sliding_windows",
+]
 
 
 def supports_state_carrying(model) -> bool:
@@ -96,6 +103,36 @@ def sliding_windows(num_tokens: int, window: int, stride: int) -> list[tuple[int
     return out
 
 
+def sliding_window_batches(
+    tokens: torch.Tensor,
+    *,
+    window: int,
+    stride: int,
+    batch_size: int,
+    num_processes: int = 1,
+    process_index: int = 0,
+    pad_token_id: int = 0,
+) -> Iterator[tuple[torch.LongTensor, torch.LongTensor]]:
+    """This process's contiguous share of the sliding windows over ``tokens`` (N,), in text order.
+
+    Yields ``(input_ids, shift_labels)``, both (B, window): the targets a window scores for the first time
+    are in ``shift_labels``; its context (already scored by an earlier window) and the padding are -100.
+    """
+    windows = sliding_windows(tokens.numel(), window, stride)
+    per_rank = math.ceil(len(windows) / num_processes)
+    mine = windows[process_index * per_rank : (process_index + 1) * per_rank]
+    for i in range(0, len(mine), batch_size):
+        chunk = mine[i : i + batch_size]
+        inp = torch.full((len(chunk), window), pad_token_id, dtype=torch.long)  # (B, W)
+        lab = torch.full((len(chunk), window), -100, dtype=torch.long)  # (B, W)
+        for row, (begin, first) in enumerate(chunk):
+            x = tokens[begin : begin + window]
+            y = tokens[begin + 1 : begin + window + 1]
+            inp[row, : x.numel()] = x
+            lab[row, max(first, 0) : y.numel()] = y[max(first, 0) :]
+        yield inp, lab
+
+
 @torch.no_grad()
 def sliding_window_loss_sum(
     model,
@@ -111,19 +148,11 @@ def sliding_window_loss_sum(
     autocast=None,
 ) -> tuple[float, int]:
     """Summed loss and scored-token count of this process's share of the sliding windows over ``tokens``."""
-    windows = sliding_windows(tokens.numel(), window, stride)
-    per_rank = math.ceil(len(windows) / num_processes)
-    mine = windows[process_index * per_rank : (process_index + 1) * per_rank]
     total, count = torch.zeros((), dtype=torch.float64), 0
-    for i in range(0, len(mine), batch_size):
-        chunk = mine[i : i + batch_size]
-        inp = torch.full((len(chunk), window), pad_token_id, dtype=torch.long)  # (B, W)
-        lab = torch.full((len(chunk), window), -100, dtype=torch.long)  # (B, W)
-        for row, (begin, first) in enumerate(chunk):
-            x = tokens[begin : begin + window]
-            y = tokens[begin + 1 : begin + window + 1]
-            inp[row, : x.numel()] = x
-            lab[row, max(first, 0) : y.numel()] = y[max(first, 0) :]
+    for inp, lab in sliding_window_batches(
+        tokens, window=window, stride=stride, batch_size=batch_size, num_processes=num_processes,
+        process_index=process_index, pad_token_id=pad_token_id,
+    ):
         n = int((lab != -100).sum())
         with autocast() if autocast else _null():
             loss, _ = _summed_loss(model, inp.to(device), lab.to(device))
