@@ -28,14 +28,10 @@ from typing import Any
 
 import torch
 
-from hwlm.training.loaders import StreamLoader
+from hwlm.batching import StreamLoader, sliding_windows
+from hwlm.modeling import supports_state_carrying
 
 __all__ = ["supports_state_carrying", "evaluate_perplexity", "stream_loss_sum", "sliding_window_loss_sum"]
-
-
-def supports_state_carrying(model) -> bool:
-    """True when the model returns a state that can be fed back to continue a stream (a capability flag)."""
-    return bool(getattr(model, "_is_stateful", False))
 
 
 def _summed_loss(model, input_ids, shift_labels, cache=None, use_cache=False):
@@ -79,21 +75,6 @@ def stream_loss_sum(
             total += loss.cpu()
             count += n
     return float(total), count
-
-
-def sliding_windows(num_tokens: int, window: int, stride: int) -> list[tuple[int, int]]:
-    """``(begin, first_scored)`` pairs: the window covers inputs ``begin:begin+window``; targets from
-    position ``first_scored`` of the window on are scored (earlier ones are context already scored)."""
-    if not 0 < stride <= window:
-        raise ValueError(f"eval stride must be in 1..window ({window}), got {stride}")
-    out, scored_until = [], 0  # targets 1..scored_until are done
-    begin = 0
-    while scored_until < num_tokens - 1:
-        end = min(begin + window, num_tokens - 1)  # last target index covered
-        out.append((begin, scored_until - begin))
-        scored_until = end
-        begin += stride
-    return out
 
 
 @torch.no_grad()

@@ -78,7 +78,7 @@ def test_every_preset_parses_and_builds_its_model(name):
 
     from hwlm.tokenization import train_word_tokenizer
     from hwlm.training.arguments import parse_args
-    from hwlm.training.loop import build_model
+    from hwlm.modeling import build_model
 
     preset = Path(__file__).resolve().parents[1] / "presets" / f"{name}.yaml"
     model_args, data_args, args = parse_args(["--config", str(preset)])

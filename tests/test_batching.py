@@ -1,10 +1,10 @@
-"""Stream and block loaders: layout, sharding across processes, coverage."""
+"""Stream and block loaders (hwlm.batching): layout, sharding across processes, coverage, one batch interface."""
 
 import pytest
 import torch
 
 import _toy  # noqa: F401  (one torch thread)
-from hwlm.training.loaders import BlockLoader, StreamLoader
+from hwlm.batching import BlockLoader, StreamLoader
 
 
 def windows(loader):
@@ -60,10 +60,10 @@ def test_pad_to_full_scores_every_target_once():
 def test_block_loader_shards_and_shuffles_per_epoch():
     blocks = torch.arange(40).view(20, 2)
     ranks = [BlockLoader(blocks, batch_size=3, num_processes=2, process_index=r, seed=0) for r in range(2)]
-    ids = [b["input_ids"][:, 0].tolist() for r in ranks for b in r]
+    ids = [b.input_ids[:, 0].tolist() for r in ranks for b in r]
     flat = [i for batch in ids for i in batch]
     assert len(ranks[0]) == 3 and len(flat) == len(set(flat)) == 18
     ranks[0].set_epoch(1)
-    assert [b["input_ids"][:, 0].tolist() for b in ranks[0]] != ids[:3]
+    assert [b.input_ids[:, 0].tolist() for b in ranks[0]] != ids[:3]
     with pytest.raises(ValueError, match="too few for one batch"):
         BlockLoader(blocks, batch_size=11, num_processes=2)
