@@ -30,7 +30,7 @@ import torch
 from hwlm.evaluation import evaluate_perplexity
 from hwlm.modeling import build_model  # noqa: F401  (re-exported: hwlm.training.loop.build_model)
 from hwlm.training.arguments import check_output_dir, check_settings
-from hwlm.training.checkpoint import resolve_checkpoint, save_checkpoint
+from hwlm.training.checkpoint import quiet_tied_weights, resolve_checkpoint, save_checkpoint
 from hwlm.training.outputs import tracked_writes
 from hwlm.training.resume import check_resume_settings, read_checkpoint_state
 from hwlm.training.run import (
@@ -345,8 +345,9 @@ def save(run: Run) -> None:
             f"the weights became NaN or infinite at step {state.global_step}; not saving them. The last good "
             f"checkpoint is {run.last_checkpoint}. Lower --learning_rate or --max_grad_norm."
         )
-    run.last_checkpoint = save_checkpoint(
-        run.accelerator, run.out, state.global_step, {"epoch": state.epoch, "next_window": state.next_window},
-        keep_last=run.args.save_total_limit, branch=run.branch,
-        write_extra=state_writer(run.accelerator, state, run.scheduler, run.settings),
-    )
+    with quiet_tied_weights(run.unwrapped):  # a tied head is saved once by design: no warning per checkpoint
+        run.last_checkpoint = save_checkpoint(
+            run.accelerator, run.out, state.global_step, {"epoch": state.epoch, "next_window": state.next_window},
+            keep_last=run.args.save_total_limit, branch=run.branch,
+            write_extra=state_writer(run.accelerator, state, run.scheduler, run.settings),
+        )
