@@ -7,7 +7,7 @@ from typing import Any
 
 from hwlm.evaluation import evaluate_perplexity
 from hwlm.modeling import supports_state_carrying
-from hwlm.training.run import BEST_DIR, CURVES_FILE, Run, plot_curves
+from hwlm.training.run import BEST_DIR, CURVES_FILE, Run, no_library_bars, plot_curves
 
 __all__ = ["export", "final_model", "score_splits"]
 
@@ -50,28 +50,26 @@ def export(run: Run) -> dict[str, Any]:
     from hwlm.hub import example_prompt, push_folder, save_hub_folder
 
     args, out = run.args, run.out
-    final = final_model(run)
+    with no_library_bars():
+        final = final_model(run)
     results = score_splits(run, final)
     if run.accelerator.is_main_process:
         (out / "all_results.json").write_text(json.dumps(results, indent=2))
         plot_curves(run.state, out / CURVES_FILE)
         prompt_source = run.prepared.stream_tensor("validation") if "validation_perplexity" in results else []
-        save_hub_folder(
-            out,
-            final,
-            run.tokenizer,
-            card=dict(
-                model_name=args.hub_model_id.split("/")[-1] if args.hub_model_id else out.name,
-                results=results,
-                command=run.command,
-                settings=run.settings,
-                dataset_name=getattr(run.data_args, "dataset_name", None),
-                license=args.license,
-                repo_id=args.hub_model_id,
-                num_parameters=results["num_parameters"],
-                prompt=example_prompt(run.tokenizer, prompt_source),
-            ),
+        card = dict(
+            model_name=args.hub_model_id.split("/")[-1] if args.hub_model_id else out.name,
+            results=results,
+            command=run.command,
+            settings=run.settings,
+            dataset_name=getattr(run.data_args, "dataset_name", None),
+            license=args.license,
+            repo_id=args.hub_model_id,
+            num_parameters=results["num_parameters"],
+            prompt=example_prompt(run.tokenizer, prompt_source),
         )
+        with no_library_bars():
+            save_hub_folder(out, final, run.tokenizer, card=card)
         summary = ", ".join(f"{k} {v:.2f}" for k, v in results.items() if k.endswith("perplexity"))
         print(f"done: {summary}; model folder: {out}")
         if args.push_to_hub:

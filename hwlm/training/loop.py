@@ -42,6 +42,7 @@ from hwlm.training.run import (
     StopRequest,
     TrainerState,
     TrainingDiverged,
+    no_library_bars,
     plot_curves,
     write_metrics,
 )
@@ -317,7 +318,8 @@ def validate(run: Run) -> dict:
     if res["loss"] < state.best_valid_loss:
         state.best_valid_loss, state.best_step = res["loss"], state.global_step
         if accelerator.is_main_process:
-            run.unwrapped.save_pretrained(out / BEST_DIR)
+            with no_library_bars():
+                run.unwrapped.save_pretrained(out / BEST_DIR)
             (out / BEST_DIR / BEST_RECORD).write_text(json.dumps({"step": state.global_step, "branch": run.branch}))
         accelerator.wait_for_everyone()
     lr = run.scheduler.get_last_lr()[0]

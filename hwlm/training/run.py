@@ -9,13 +9,14 @@ from __future__ import annotations
 import json
 import math
 import signal
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 __all__ = [
     "RUN_FILE", "METRICS_FILE", "CURVES_FILE", "BEST_DIR", "TRAIN_WRITES", "MUTABLE_WITHOUT_EFFECT",
-    "TrainingDiverged", "TrainerState", "StopRequest", "Run", "write_metrics", "plot_curves",
+    "TrainingDiverged", "TrainerState", "StopRequest", "Run", "write_metrics", "plot_curves", "no_library_bars",
 ]
 
 RUN_FILE = "hwlm_run.json"
@@ -155,3 +156,21 @@ def plot_curves(state: TrainerState, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+
+
+@contextmanager
+def no_library_bars() -> Iterator[None]:
+    """Turn off transformers' (and huggingface_hub's) progress bars for a save or load inside the run.
+
+    ``save_pretrained`` draws "Writing model shards" and ``from_pretrained`` "Loading weights": one bar per best-model
+    save would bury the training bar and the one line per evaluation. The previous setting is restored.
+    """
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
