@@ -217,6 +217,11 @@ class BlockLoader:
         num_processes / process_index: sharding; every process gets the same number of batches
             (the incomplete last round is dropped).
         shuffle (`bool`, defaults to True) / seed (`int`): the order is ``randperm`` seeded by ``(seed, epoch)``.
+
+    Why not a ``DataLoader`` with a seeded sampler, prepared by accelerate, and ``skip_first_batches`` on resume:
+    that layout is the same (batch ``i*P + r`` to rank ``r``), but accelerate's ``SeedableRandomSampler`` seeds
+    with ``seed + epoch``, so every existing run's block order would change and a mid-epoch checkpoint written
+    before would resume onto other blocks. Here resuming at batch ``start`` is an index, not a replay.
     """
 
     def __init__(
