@@ -67,3 +67,34 @@ def test_block_loader_shards_and_shuffles_per_epoch():
     assert [b.input_ids[:, 0].tolist() for b in ranks[0]] != ids[:3]
     with pytest.raises(ValueError, match="too few for one batch"):
         BlockLoader(blocks, batch_size=11, num_processes=2)
+
+
+def test_both_regimes_offer_one_batch_interface():
+    """The loop calls ``model(**batch.model_inputs(carried, device))`` and ``batch.carry(outputs)`` for either regime."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    import hwlm  # noqa: F401  (registers the Auto classes)
+    from _toy import TINY_LSTM, TINY_TRANSFORMER
+    from hwlm.modeling import parse_config_overrides
+
+    tokens = torch.arange(200) % 50
+    lstm = AutoModelForCausalLM.from_config(AutoConfig.for_model("hwlm_lstm", vocab_size=50,
+                                                                 **parse_config_overrides(TINY_LSTM)))
+    streams = StreamLoader(tokens, batch_size=2, bptt=8)
+    first, second = list(streams.iter_from(0))[:2]
+    assert [w.index for w in streams.iter_from(3)][:1] == [3] and first.num_tokens == 16
+    carried = first.carry(lstm(**first.model_inputs(None, "cpu")))
+    state = [t for layer in range(len(carried)) for t in carried[layer]]  # (B, H) per tensor of each layer
+    assert state and all(not t.requires_grad for t in state)  # detached: truncated BPTT
+    inputs = second.model_inputs(carried, "cpu")
+    assert inputs["cache"] is carried and inputs["use_cache"] is True
+    assert lstm(**inputs).loss.requires_grad  # the next window trains from the carried (detached) state
+
+    transformer = AutoModelForCausalLM.from_config(AutoConfig.for_model("hwlm_transformer", vocab_size=50,
+                                                                        **parse_config_overrides(TINY_TRANSFORMER)))
+    blocks = BlockLoader(tokens[:192].view(12, 16), batch_size=3, seed=0)
+    batch = next(blocks.iter_from(2))
+    assert batch.index == 2 and batch.num_tokens == 3 * 15  # each block's first token is not a target
+    inputs = batch.model_inputs(None, "cpu")
+    assert set(inputs) == {"input_ids", "labels"}
+    assert batch.carry(transformer(**inputs)) is None  # blocks are independent: nothing is carried
