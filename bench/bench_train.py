@@ -6,8 +6,8 @@ vocabulary sizes: PTB (10k) and WikiText-2 (33k), on the real corpora when they 
 
 - hwlm: the real model (``AutoModelForCausalLM.from_config(AutoConfig.for_model("hwlm_lstm", ...))``) fed by
   hwlm's own ``StreamLoader`` windows, ``model(input_ids=x, shift_labels=y, cache=state, use_cache=True)`` and
-  ``outputs.cache.detach()``, exactly as ``hwlm.training.loop`` does through the batch interface of ``hwlm.batching`` (the Transformer reads the same windows
-  without a cache, like the classic example's Transformer).
+  ``outputs.cache.detach()``, as ``hwlm.training.loop`` gets them from ``StreamWindow.model_inputs`` and ``carry``
+  (the Transformer reads the same windows without a cache, like the classic example's Transformer).
 - the Transformer with segment memory (``memory_length`` = bptt, ALiBi) against hwlm's plain Transformer on the same
   windows: what carrying the memory costs.
 - reference: pytorch/examples ``word_language_model`` (``batchify``/``get_batch``, ``nn.Embedding`` +
