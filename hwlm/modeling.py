@@ -69,15 +69,25 @@ def _overrides(model_args) -> dict[str, Any]:
     return parse_config_overrides(model_args.config_overrides)
 
 
+def _registered_config_class(model_type: str) -> type:
+    from transformers import CONFIG_MAPPING
+
+    import hwlm  # noqa: F401  (registers the Auto classes)
+
+    if model_type not in CONFIG_MAPPING:
+        raise ValueError(f"--model_type {model_type!r} is not registered; use one of "
+                         "hwlm_rnn, hwlm_lstm, hwlm_transformer")
+    return CONFIG_MAPPING[model_type]
+
+
 def resolve_config(model_args, **fields):
     """The config ``model_args`` names (``--model_name_or_path``, ``--config_name`` or ``--model_type`` +
     ``--config_overrides``), with ``fields`` (e.g. ``vocab_size``) set on a fresh one. Reads no weights.
 
     Raises:
-        ValueError: ``--model_type`` is not registered, an override key is not a field of the config, or the
-            config class refuses a value.
+        ValueError: ``--model_type`` is not registered or the config class refuses a value.
     """
-    from transformers import CONFIG_MAPPING, AutoConfig
+    from transformers import AutoConfig
 
     import hwlm  # noqa: F401  (registers the Auto classes)
 
@@ -86,15 +96,13 @@ def resolve_config(model_args, **fields):
         return AutoConfig.from_pretrained(model_args.model_name_or_path)
     if model_args.config_name:
         return AutoConfig.from_pretrained(model_args.config_name, **overrides)
-    if model_args.model_type not in CONFIG_MAPPING:
-        raise ValueError(f"--model_type {model_args.model_type!r} is not registered; use one of "
-                         "hwlm_rnn, hwlm_lstm, hwlm_transformer")
+    _registered_config_class(model_args.model_type)
     return AutoConfig.for_model(model_args.model_type, **{**fields, **overrides})
 
 
 def check_model_settings(model_args) -> None:
     """Refuse config override keys the model's config class does not define (before any compute)."""
-    from transformers import CONFIG_MAPPING, AutoConfig
+    from transformers import AutoConfig
 
     import hwlm  # noqa: F401  (registers the Auto classes)
 
@@ -104,10 +112,7 @@ def check_model_settings(model_args) -> None:
     if model_args.model_name_or_path or model_args.config_name:
         config_class = type(AutoConfig.from_pretrained(model_args.model_name_or_path or model_args.config_name))
     else:
-        if model_args.model_type not in CONFIG_MAPPING:
-            raise ValueError(f"--model_type {model_args.model_type!r} is not registered; use one of "
-                             "hwlm_rnn, hwlm_lstm, hwlm_transformer")
-        config_class = CONFIG_MAPPING[model_args.model_type]
+        config_class = _registered_config_class(model_args.model_type)
     check_config_overrides(overrides, config_class)
 
 
