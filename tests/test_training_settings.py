@@ -31,6 +31,8 @@ CASES = {
         TRANSFORMER, r"HwlmTransformerForCausalLM does not carry state .* --batching blocks"),
     "block longer than positions": ((
         *TRANSFORMER, "--batching", "blocks", "--block_size", "64"), r"--block_size 64 is above .*=32"),
+    "unregistered model type": ((
+        "--model_type", "hwlm_gru", "--config_overrides", "hidden_size=8"), r"--model_type 'hwlm_gru' is not registered"),
     "stride longer than window": ((
         *TRANSFORMER, "--batching", "blocks", "--block_size", "16", "--eval_stride", "20"),
         r"--eval_stride 20 is above --block_size 16"),
