@@ -6,8 +6,8 @@ vocabulary sizes: PTB (10k) and WikiText-2 (33k), on the real corpora when they 
 
 - hwlm: the real model (``AutoModelForCausalLM.from_config(AutoConfig.for_model("hwlm_lstm", ...))``) fed by
   hwlm's own ``StreamLoader`` windows, ``model(input_ids=x, shift_labels=y, cache=state, use_cache=True)`` and
-  ``outputs.cache.detach()``, exactly as ``hwlm.training.loop`` does (the Transformer reads the same windows
-  without a cache, like the classic example's Transformer).
+  ``outputs.cache.detach()``, as ``hwlm.training.loop`` gets them from ``StreamWindow.model_inputs`` and ``carry``
+  (the Transformer reads the same windows without a cache, like the classic example's Transformer).
 - the Transformer with segment memory (``memory_length`` = bptt, ALiBi) against hwlm's plain Transformer on the same
   windows: what carrying the memory costs.
 - reference: pytorch/examples ``word_language_model`` (``batchify``/``get_batch``, ``nn.Embedding`` +
@@ -34,7 +34,7 @@ from common import (CORPORA, ReferenceRNNModel, ReferenceTransformerModel, add_c
                     get_batch, markdown_table, paired_rates, repackage_hidden, setup, write_result)
 
 import hwlm  # noqa: F401  registers the model types
-from hwlm.training.loaders import StreamLoader
+from hwlm.batching import StreamLoader
 from transformers import AutoConfig, AutoModelForCausalLM
 
 FAMILIES = ("lstm", "rnn", "transformer", "transformer_memory")

@@ -44,8 +44,8 @@ from typing import Iterator, Optional
 import torch
 import torch.nn as nn
 
-from hwlm.evaluation import sliding_window_batches, supports_state_carrying
-from hwlm.training.loaders import StreamLoader
+from hwlm.batching import StreamLoader, sliding_window_batches
+from hwlm.modeling import supports_state_carrying
 
 __all__ = [
     "DynamicEvalSettings",

@@ -23,12 +23,14 @@ Which method is used depends on what the model can do, not on its type:
 
 from __future__ import annotations
 
+import contextlib
 import math
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 
-from hwlm.training.loaders import StreamLoader
+from hwlm.batching import StreamLoader, sliding_window_batches, sliding_windows
+from hwlm.modeling import supports_state_carrying
 
 __all__ = [
     "supports_state_carrying",
@@ -38,11 +40,6 @@ __all__ = [
     "sliding_window_batches",
     "sliding_windows",
 ]
-
-
-def supports_state_carrying(model) -> bool:
-    """True when the model returns a state that can be fed back to continue a stream (a capability flag)."""
-    return bool(getattr(model, "_is_stateful", False))
 
 
 def _summed_loss(model, input_ids, shift_labels, cache=None, use_cache=False):
@@ -77,7 +74,7 @@ def stream_loss_sum(
     total, count, cache = torch.zeros((), dtype=torch.float64), 0, None
     for window in loader:
         n = window.num_tokens
-        with autocast() if autocast else _null():
+        with autocast() if autocast else contextlib.nullcontext():
             loss, out = _summed_loss(
                 model, window.input_ids.to(device), window.shift_labels.to(device), cache=cache, use_cache=True
             )
@@ -86,51 +83,6 @@ def stream_loss_sum(
             total += loss.cpu()
             count += n
     return float(total), count
-
-
-def sliding_windows(num_tokens: int, window: int, stride: int) -> list[tuple[int, int]]:
-    """``(begin, first_scored)`` pairs: the window covers inputs ``begin:begin+window``; targets from
-    position ``first_scored`` of the window on are scored (earlier ones are context already scored)."""
-    if not 0 < stride <= window:
-        raise ValueError(f"eval stride must be in 1..window ({window}), got {stride}")
-    out, scored_until = [], 0  # targets 1..scored_until are done
-    begin = 0
-    while scored_until < num_tokens - 1:
-        end = min(begin + window, num_tokens - 1)  # last target index covered
-        out.append((begin, scored_until - begin))
-        scored_until = end
-        begin += stride
-    return out
-
-
-def sliding_window_batches(
-    tokens: torch.Tensor,
-    *,
-    window: int,
-    stride: int,
-    batch_size: int,
-    num_processes: int = 1,
-    process_index: int = 0,
-    pad_token_id: int = 0,
-) -> Iterator[tuple[torch.LongTensor, torch.LongTensor]]:
-    """This process's contiguous share of the sliding windows over ``tokens`` (N,), in text order.
-
-    Yields ``(input_ids, shift_labels)``, both (B, window): the targets a window scores for the first time
-    are in ``shift_labels``; its context (already scored by an earlier window) and the padding are -100.
-    """
-    windows = sliding_windows(tokens.numel(), window, stride)
-    per_rank = math.ceil(len(windows) / num_processes)
-    mine = windows[process_index * per_rank : (process_index + 1) * per_rank]
-    for i in range(0, len(mine), batch_size):
-        chunk = mine[i : i + batch_size]
-        inp = torch.full((len(chunk), window), pad_token_id, dtype=torch.long)  # (B, W)
-        lab = torch.full((len(chunk), window), -100, dtype=torch.long)  # (B, W)
-        for row, (begin, first) in enumerate(chunk):
-            x = tokens[begin : begin + window]
-            y = tokens[begin + 1 : begin + window + 1]
-            inp[row, : x.numel()] = x
-            lab[row, max(first, 0) : y.numel()] = y[max(first, 0) :]
-        yield inp, lab
 
 
 @torch.no_grad()
@@ -154,19 +106,11 @@ def sliding_window_loss_sum(
         process_index=process_index, pad_token_id=pad_token_id,
     ):
         n = int((lab != -100).sum())
-        with autocast() if autocast else _null():
+        with autocast() if autocast else contextlib.nullcontext():
             loss, _ = _summed_loss(model, inp.to(device), lab.to(device))
         total += loss.cpu()
         count += n
     return float(total), count
-
-
-class _null:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
 
 
 def evaluate_perplexity(

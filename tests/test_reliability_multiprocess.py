@@ -45,7 +45,7 @@ print(f"exit: process group initialized={dist.is_initialized()}", flush=True)
 """
 
 
-def launch(flags: list[str], cwd: Path, *, use_cpu: bool = True, script: Path | None = None):
+def launch(flags: list[str], cwd: Path, *, use_cpu: bool = True, script: Path | None = None, timeout: int = 300):
     """The README's CPU form: ``ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes 2``."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}
     env.pop("ACCELERATE_USE_CPU", None)
@@ -54,7 +54,7 @@ def launch(flags: list[str], cwd: Path, *, use_cpu: bool = True, script: Path | 
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
            "--main_process_port", str(_free_port()), str(script or REPO / "scripts" / "train.py"), *flags]
-    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
 
 
 def _ok(proc):
@@ -131,3 +131,20 @@ def test_multi_gpu_launch_without_cpu_flag_is_refused_on_a_cpu_machine(prepared,
     assert proc.returncode != 0
     assert "independent copies would train into one folder" in proc.stderr
     assert "ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes 2" in proc.stderr
+
+
+def test_a_user_error_ends_both_processes_promptly(prepared, tmp_path):
+    """Issue 10: --push_to_hub without --hub_model_id used to fail on the main process after training while the
+    other rank waited for it forever; `check_settings` now refuses it on every rank before any process group."""
+    import time
+
+    t0 = time.monotonic()
+    proc = launch(lstm_flags(prepared, tmp_path / "out", "--push_to_hub"), tmp_path, timeout=150)  # a hang times out
+    elapsed = time.monotonic() - t0
+    assert proc.returncode != 0
+    # each rank found the error by itself and printed it (nobody waited for anybody); the first to finish exited 2
+    # (the launcher then ends the other, which may already have exited 2 too)
+    assert proc.stderr.count("hwlm-train: error: --push_to_hub needs --hub_model_id") == 2, proc.stderr[-3000:]
+    assert "failed (exitcode: 2)" in proc.stderr, proc.stderr[-3000:]
+    assert not (tmp_path / "out").exists()  # refused before the folder was claimed
+    assert elapsed < 150

@@ -61,3 +61,32 @@ def test_carried_state_without_structure_is_refused(tmp_path):
     save_file({"0": torch.zeros(2, 4)}, str(tmp_path / "carried_rank0.safetensors"))
     with pytest.raises(CheckpointError, match="holds no pytree structure"):
         load_carried(tmp_path, 0)
+
+
+class _Tied(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.embed = torch.nn.Embedding(5, 3)
+        self.head = torch.nn.Linear(3, 5, bias=False)
+        self.head.weight = self.embed.weight  # tied, like tie_word_embeddings
+
+
+def test_saving_tied_weights_is_quiet_but_other_shared_tensors_still_warn(tmp_path, caplog):
+    import logging
+
+    from hwlm.training.checkpoint import quiet_tied_weights, tied_parameter_names
+
+    model = _Tied()
+    assert tied_parameter_names(model) == {"embed.weight", "head.weight"}
+    acc = Accelerator(cpu=True)
+    acc.prepare(model)
+    with caplog.at_level(logging.WARNING):
+        save_checkpoint(acc, tmp_path / "loud", 1, {"epoch": 0}, keep_last=2)
+    assert "Removed shared tensor {'head.weight'}" in caplog.text  # accelerate warns on every checkpoint
+    caplog.clear()
+    with caplog.at_level(logging.WARNING), quiet_tied_weights(model):
+        save_checkpoint(acc, tmp_path / "quiet", 1, {"epoch": 0}, keep_last=2)
+        # a tensor shared by accident (not a tied parameter of the model) is still reported
+        logging.getLogger("accelerate.utils.other").warning("Removed shared tensor {'buffer_copy'} while saving.")
+    assert "head.weight" not in caplog.text and "{'buffer_copy'}" in caplog.text
+    assert validate_checkpoint(tmp_path / "quiet" / "checkpoints" / "step_00000001")["step"] == 1

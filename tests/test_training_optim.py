@@ -78,7 +78,7 @@ def test_every_preset_parses_and_builds_its_model(name):
 
     from hwlm.tokenization import train_word_tokenizer
     from hwlm.training.arguments import parse_args
-    from hwlm.training.loop import build_model
+    from hwlm.modeling import build_model
 
     preset = Path(__file__).resolve().parents[1] / "presets" / f"{name}.yaml"
     model_args, data_args, args = parse_args(["--config", str(preset)])
@@ -95,3 +95,36 @@ def test_every_preset_parses_and_builds_its_model(name):
         assert cfg.tie_word_embeddings and cfg.weight_dropout > 0
         big = type(model)(type(cfg)(**{**cfg.to_dict(), "vocab_size": 10000}))
         assert sum(p.numel() for p in big.parameters()) <= 5_000_000
+
+
+def test_plateau_and_epoch_decay_are_torch_schedulers_and_read_checkpoints_from_before_the_change():
+    from torch.optim.lr_scheduler import LambdaLR, ReduceLROnPlateau
+
+    opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=20.0)
+    plateau = create_scheduler(opt, SimpleNamespace(lr_scheduler_type="plateau", lr_decay_factor=4.0), 10)
+    assert isinstance(plateau.scheduler, ReduceLROnPlateau)
+    plateau.on_evaluate(5.0)
+    plateau.on_evaluate(5.0)  # not better: torch's scheduler divides the rate
+    assert plateau.scheduler.best == 5.0 and opt.param_groups[0]["lr"] == 5.0
+    # the JSON progress the hand-written scheduler saved before the change: best loss and decays so far
+    plateau.load_state_dict({"best": 3.9, "num_decays": 2})
+    assert plateau.get_last_lr() == [1.25] and plateau.scheduler.best == 3.9
+    plateau.on_evaluate(3.95)
+    assert plateau.get_last_lr() == [1.25 / 4] and plateau.state_dict() == {"best": 3.9, "num_decays": 3}
+
+    opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1.0)
+    decay = create_scheduler(opt, SimpleNamespace(lr_scheduler_type="epoch_decay", lr_decay_factor=2.0,
+                                                  lr_decay_start_epoch=4), 10)
+    assert isinstance(decay.scheduler, LambdaLR)
+    decay.load_state_dict({"epoch": 6})  # as saved before the change
+    assert decay.get_last_lr() == [0.125] and opt.param_groups[0]["lr"] == 0.125
+
+
+def test_epoch_decay_steps_by_epoch_without_torch_ordering_warning():
+    import warnings
+
+    opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # stepping at the epoch's start, before its optimiser steps, is intended
+        EpochDecay(opt, factor=2.0, start_epoch=0).set_epoch(0)
+    assert opt.param_groups[0]["lr"] == 0.5

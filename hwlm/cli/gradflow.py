@@ -128,7 +128,7 @@ def model_arguments(spec: str):
 def _build(model_args, tokenizer, seed: int):
     from accelerate.utils import set_seed
 
-    from hwlm.training.loop import build_model
+    from hwlm.modeling import build_model
 
     set_seed(seed)  # fresh weights are reproducible
     return build_model(model_args, tokenizer, batching="blocks").eval()

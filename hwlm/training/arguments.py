@@ -9,17 +9,17 @@ Three dataclasses describe a run: :class:`ModelArguments` (which model), ``hwlm.
 from __future__ import annotations
 
 import argparse
-import difflib
 import json
 import math
 import os
-import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal, Optional
 
 import yaml
 from transformers import HfArgumentParser
+
+from hwlm.modeling import check_config_overrides, parse_config_overrides  # re-exported: they parse model settings
 
 __all__ = [
     "ModelArguments",
@@ -30,6 +30,8 @@ __all__ = [
     "merge_config_overrides",
     "check_config_overrides",
     "run_argument_classes",
+    "check_settings",
+    "check_output_dir",
 ]
 
 
@@ -212,23 +214,6 @@ def load_preset(path: str | os.PathLike) -> dict[str, Any]:
     return data
 
 
-def parse_config_overrides(value: str | dict | None) -> dict[str, Any]:
-    """``'a=1,b=true'`` or a mapping -> ``{"a": 1, "b": True}`` (values parsed as YAML scalars)."""
-    if not value:
-        return {}
-    if isinstance(value, dict):
-        return dict(value)
-    out = {}
-    for item in re.split(r",(?![^\[]*\])", value):  # commas inside [..] belong to a list value
-        if not item.strip():
-            continue
-        if "=" not in item:
-            raise ValueError(f"config_overrides item {item!r} is not key=value (got {value!r})")
-        key, val = item.split("=", 1)
-        out[key.strip()] = yaml.safe_load(val.strip())
-    return out
-
-
 def merge_config_overrides(base: str | dict | None, update: str | dict | None) -> str | None:
     """``base`` (a preset's mapping) updated by ``update`` (the command line's), as one ``'k=v,...'`` string.
 
@@ -236,26 +221,6 @@ def merge_config_overrides(base: str | dict | None, update: str | dict | None) -
     """
     merged = {**parse_config_overrides(base), **parse_config_overrides(update)}
     return ",".join(f"{k}={json.dumps(v)}" for k, v in merged.items()) or None
-
-
-def check_config_overrides(overrides: dict[str, Any], config_class: type) -> None:
-    """Refuse config keys that ``config_class`` does not define, naming the closest valid field.
-
-    A ``PreTrainedConfig`` accepts any keyword and stores it, so a misspelt ``hiden_size=64`` would otherwise
-    be written into ``config.json`` while the model keeps the default width.
-    """
-    import dataclasses
-
-    valid = {f.name for f in dataclasses.fields(config_class)} if dataclasses.is_dataclass(config_class) else set()
-    valid |= set(config_class().to_dict())
-    for key in overrides:
-        if key not in valid:
-            close = difflib.get_close_matches(key, sorted(valid), n=1)
-            hint = f"did you mean {close[0]!r}? " if close else ""
-            raise ValueError(
-                f"config_overrides key {key!r} is not a field of {config_class.__name__} ({config_class.model_type}); "
-                f"{hint}Valid fields are documented in the config's docstring."
-            )
 
 
 def parse_args(argv: list[str] | None = None, classes: tuple[type, ...] | None = None):
@@ -289,3 +254,74 @@ def parse_args(argv: list[str] | None = None, classes: tuple[type, ...] | None =
             if hasattr(obj, "config_overrides"):
                 obj.config_overrides = merge_config_overrides(preset_overrides, obj.config_overrides)
     return parsed
+
+
+def check_output_dir(args) -> None:
+    """Refuse an ``--output_dir`` hwlm-train may not write into (see `hwlm.training.outputs`); writes nothing."""
+    from hwlm.training.outputs import check_output_dir as check_folder
+    from hwlm.training.run import RUN_FILE, TRAIN_WRITES
+
+    check_folder(
+        args.output_dir, command="hwlm-train", marker=RUN_FILE, would_write=TRAIN_WRITES,
+        overwrite=args.overwrite_output_dir, resume=bool(args.resume_from_checkpoint),
+    )
+
+
+def _check_data_sources(data_args, args) -> None:
+    """The data the run reads exists: a prepared folder, or the local files named."""
+    if args.prepared_data_dir:
+        folder = Path(args.prepared_data_dir)
+        if not (folder / "hwlm_data.json").is_file():
+            raise FileNotFoundError(
+                f"--prepared_data_dir {str(folder)!r} is not a prepared data folder (no hwlm_data.json); create it "
+                f"with hwlm-prepare --output_dir {folder}, or drop --prepared_data_dir to prepare the data now."
+            )
+        return
+    for flag in ("train_file", "validation_file", "test_file"):
+        name = getattr(data_args, flag, None)
+        if name and not Path(name).is_file():
+            raise FileNotFoundError(f"--{flag} {name!r} does not exist (or is not a file); check the path.")
+
+
+def _check_model_fits_run(model_args, data_args, args) -> None:
+    """The model the settings name can be trained the way they ask (state carrying, block length)."""
+    from hwlm.modeling import check_fits, check_model_settings, resolve_config, skeleton_model, \
+        supports_state_carrying
+
+    check_model_settings(model_args)
+    config = resolve_config(model_args)
+    model = skeleton_model(config)  # on the meta device: no memory, no compute
+    blocks = args.batching == "blocks"
+    check_fits(config, block_size=data_args.block_size if blocks else None, batching=args.batching, model=model)
+    stride = args.eval_stride
+    if not supports_state_carrying(model) and stride is not None and stride > data_args.block_size:
+        raise ValueError(
+            f"--eval_stride {stride} is above --block_size {data_args.block_size}, the sliding window it advances "
+            f"in; use an --eval_stride between 1 and {data_args.block_size}."
+        )
+
+
+def check_settings(model_args, data_args, args) -> None:
+    """Every cross-field check of a training run, before any data is read and before the Accelerator exists.
+
+    Each dataclass checks its own fields in ``__post_init__``; this checks how they fit together. It runs on
+    every process alike and needs no other process, so a user error ends a multi-process run on every rank
+    at once instead of leaving the other ranks waiting for a rank that raised.
+
+    Raises:
+        ValueError: ``--push_to_hub`` without ``--hub_model_id``; ``--lr_scheduler_type plateau`` with
+            ``--lr_decay_factor`` <= 1; a config override the model does not define; ``--batching streams``
+            for a model that cannot carry state; ``--block_size`` above the model's positions; an
+            ``--eval_stride`` longer than the window; an ``--output_dir`` hwlm-train may not write into.
+        FileNotFoundError: ``--prepared_data_dir`` or a data file that does not exist.
+    """
+    if args.push_to_hub and not args.hub_model_id:
+        raise ValueError("--push_to_hub needs --hub_model_id (e.g. your-name/hwlm-ptb-lstm)")
+    if args.lr_scheduler_type == "plateau" and args.lr_decay_factor <= 1:
+        raise ValueError(
+            f"--lr_decay_factor {args.lr_decay_factor} with --lr_scheduler_type plateau would not lower the rate "
+            "(the rate is divided by the factor); use a factor > 1, or --lr_scheduler_type constant."
+        )
+    check_output_dir(args)
+    _check_data_sources(data_args, args)
+    _check_model_fits_run(model_args, data_args, args)

@@ -23,11 +23,13 @@ The folders of several processes must be on a shared filesystem (as accelerate i
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 from torch.utils import _pytree as pytree
@@ -45,6 +47,8 @@ __all__ = [
     "save_carried",
     "load_carried",
     "STATE_NAME",
+    "quiet_tied_weights",
+    "tied_parameter_names",
 ]
 
 MANIFEST_NAME = "hwlm_checkpoint.json"
@@ -264,3 +268,44 @@ def load_carried(folder: str | os.PathLike, rank: int, device: torch.device | st
     return pytree.tree_unflatten(leaves, pytree.treespec_loads(spec))
 
 
+
+
+class _TiedWeightsFilter(logging.Filter):
+    """Drop accelerate's "Removed shared tensor {...} while saving" when every name it lists is a tied weight."""
+
+    def __init__(self, tied: set[str]):
+        super().__init__()
+        self.tied = tied
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        found = re.search(r"Removed shared tensor \{(.*?)\} while saving", record.getMessage())  # after "[RANK r] "
+        if not found:
+            return True
+        names = set(re.findall(r"'([^']+)'", found.group(1)))
+        return not (names and names <= self.tied)
+
+
+def tied_parameter_names(model: torch.nn.Module) -> set[str]:
+    """Names of parameters that share their tensor with another parameter (e.g. a head tied to the embedding)."""
+    by_tensor: dict[int, list[str]] = {}
+    for name, param in model.named_parameters(remove_duplicate=False):
+        by_tensor.setdefault(id(param), []).append(name)
+    return {name for names in by_tensor.values() if len(names) > 1 for name in names}
+
+
+@contextmanager
+def quiet_tied_weights(model: torch.nn.Module) -> Iterator[None]:
+    """Silence accelerate's warning about shared tensors while saving ``model``'s tied weights, and only that.
+
+    safetensors cannot hold two names for one tensor, so ``save_state`` keeps one of a tied pair and warns on every
+    checkpoint. For weights the model ties by design the removal is the intended result (loading re-ties them);
+    any other shared tensor is still reported.
+    """
+    tied = tied_parameter_names(model)
+    logger = logging.getLogger("accelerate.utils.other")
+    filt = _TiedWeightsFilter(tied)
+    logger.addFilter(filt)
+    try:
+        yield
+    finally:
+        logger.removeFilter(filt)

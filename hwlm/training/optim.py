@@ -2,10 +2,10 @@
 
 * ``sgd`` with ``plateau``: the LSTM literature's schedule (Zaremba et al. 2014, Merity et al. 2018,
   pytorch/examples): keep the learning rate while validation perplexity improves, divide it by
-  ``lr_decay_factor`` after an evaluation that does not improve it.
+  ``lr_decay_factor`` after an evaluation that does not improve it (torch's ``ReduceLROnPlateau``).
 * ``sgd`` with ``epoch_decay``: Zaremba et al.'s fixed decay: lr stays for ``lr_decay_start_epoch``
   epochs and is then divided by ``lr_decay_factor`` at the start of each later epoch
-  (PTB small: lr 1, halved each epoch after epoch 4).
+  (PTB small: lr 1, halved each epoch after epoch 4; torch's ``LambdaLR`` stepped per epoch).
 * ``adamw`` with warmup and ``linear`` / ``cosine`` / ``constant`` / ``constant_with_warmup`` decay
   through ``transformers.get_scheduler``.
 
@@ -14,8 +14,11 @@ Weight decay never applies to biases, normalisation weights or embeddings (nor t
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch import nn
+from torch.optim.lr_scheduler import LambdaLR, ReduceLROnPlateau
 from transformers import get_scheduler
 
 __all__ = ["param_groups", "create_optimizer", "create_scheduler", "PlateauScheduler", "EpochDecay"]
@@ -58,23 +61,27 @@ def create_optimizer(model: nn.Module, args) -> torch.optim.Optimizer:
 
 
 class EpochDecay:
-    """Fixed per-epoch decay: ``lr = base_lr / factor ** max(0, epoch - start_epoch + 1)``.
+    """Fixed per-epoch decay: ``lr = base_lr / factor ** max(0, epoch - start_epoch + 1)``, as torch's ``LambdaLR``.
 
-    ``epoch`` is 0-based, so the first ``start_epoch`` epochs run at the base rate.
+    ``epoch`` is 0-based, so the first ``start_epoch`` epochs run at the base rate. A thin wrapper, not the bare
+    ``LambdaLR``, because the loop moves it by epoch (``set_epoch``, also straight to a resumed epoch) while
+    other schedules move by optimiser step, and its checkpointed state is its progress (the epoch), so a
+    resumed run may change ``--learning_rate`` or the factor.
     """
 
     def __init__(self, optimizer, *, factor: float, start_epoch: int):
-        self.optimizer = optimizer
         self.factor = factor
         self.start_epoch = start_epoch
-        self.base_lrs = [g["lr"] for g in optimizer.param_groups]
+        self.scheduler = LambdaLR(optimizer, lambda epoch: 1.0 / factor ** max(0, epoch - start_epoch + 1))
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
-        scale = self.factor ** max(0, epoch - self.start_epoch + 1)
-        for g, base in zip(self.optimizer.param_groups, self.base_lrs):
-            g["lr"] = base / scale
+        self.scheduler.last_epoch = epoch - 1
+        with warnings.catch_warnings():
+            # stepping by epoch, at the epoch's start, comes before that epoch's optimiser steps by design
+            warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler.step\(\)` before")
+            self.scheduler.step()
 
     def step(self) -> None:  # per optimiser step: nothing changes within an epoch
         pass
@@ -83,7 +90,7 @@ class EpochDecay:
         pass
 
     def get_last_lr(self) -> list[float]:
-        return [g["lr"] for g in self.optimizer.param_groups]
+        return self.scheduler.get_last_lr()
 
     def state_dict(self) -> dict:
         return {"epoch": self.epoch}
@@ -94,14 +101,26 @@ class EpochDecay:
 
 
 class PlateauScheduler:
-    """Divide the learning rate by ``factor`` after an evaluation that does not beat the best loss."""
+    """Divide the learning rate by ``factor`` after an evaluation that does not beat the best loss: torch's
+    ``ReduceLROnPlateau`` with ``patience=0`` and no threshold.
+
+    A thin wrapper, not the bare scheduler, for two reasons: the loop calls every schedule through one interface
+    (``step`` per optimiser step, ``on_evaluate`` per validation), and the checkpointed state is the progress
+    (best loss, number of decays), not the rates, so a resumed run may change ``--learning_rate`` or the factor.
+    """
 
     def __init__(self, optimizer, *, factor: float):
         self.optimizer = optimizer
         self.factor = factor
-        self.best = float("inf")
+        # eps=0: keep dividing however small the rate gets (the rule is "divide on every non-improvement")
+        self.scheduler = ReduceLROnPlateau(optimizer, mode="min", factor=1.0 / factor, patience=0,
+                                           threshold=0.0, threshold_mode="abs", eps=0.0)
         self.num_decays = 0
         self.base_lrs = [g["lr"] for g in optimizer.param_groups]
+
+    @property
+    def best(self) -> float:
+        return self.scheduler.best
 
     def set_epoch(self, epoch: int) -> None:
         pass
@@ -110,12 +129,10 @@ class PlateauScheduler:
         pass
 
     def on_evaluate(self, valid_loss: float) -> None:
-        if valid_loss < self.best:
-            self.best = valid_loss
-        else:
+        before = self.get_last_lr()
+        self.scheduler.step(valid_loss)
+        if self.get_last_lr() != before:
             self.num_decays += 1
-            for g in self.optimizer.param_groups:
-                g["lr"] /= self.factor
 
     def get_last_lr(self) -> list[float]:
         return [g["lr"] for g in self.optimizer.param_groups]
@@ -126,14 +143,15 @@ class PlateauScheduler:
     def load_state_dict(self, state: dict) -> None:
         """Restore the progress (best loss, decays so far); the rate follows from this run's flags.
 
-        Divides once per decay, as `on_evaluate` did, so an unchanged run gets bit-identical rates.
+        Multiplies by ``1 / factor`` once per decay, as ``ReduceLROnPlateau`` did, so an unchanged run gets
+        bit-identical rates.
         """
-        self.best = float(state.get("best", float("inf")))
+        self.scheduler.best = float(state.get("best", float("inf")))
         self.num_decays = int(state.get("num_decays", 0))
         for g, base in zip(self.optimizer.param_groups, self.base_lrs):
             lr = base
             for _ in range(self.num_decays):
-                lr /= self.factor
+                lr = float(lr) * self.scheduler.factor
             g["lr"] = lr
 
 

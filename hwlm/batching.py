@@ -1,4 +1,10 @@
-"""Batch loaders for the two training regimes.
+"""Batching: the token stream cut into what a model reads, for training and evaluation alike.
+
+Below both `hwlm.training` and `hwlm.evaluation` (it imports neither). Two training regimes and one batch
+interface: every batch has ``model_inputs(carried, device)`` (the keyword arguments of ``model(...)`` given the
+state carried from the previous batch), ``carry(outputs)`` (the state for the next batch), ``num_tokens``
+(scored targets) and ``index`` (its position in the epoch, where a resumed run starts again), so the training
+loop never asks which regime it runs. Evaluation's sliding windows live here too.
 
 *Streams* (recurrent models, truncated back-propagation through time)::
 
@@ -34,11 +40,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Any, Iterator
 
 import torch
 
-__all__ = ["StreamLoader", "BlockLoader", "StreamWindow"]
+__all__ = ["StreamLoader", "BlockLoader", "StreamWindow", "BlockBatch", "sliding_windows", "sliding_window_batches"]
 
 
 @dataclass
@@ -53,6 +59,37 @@ class StreamWindow:
     def num_tokens(self) -> int:
         """Number of scored targets (labels other than -100) in the window."""
         return int((self.shift_labels != -100).sum())
+
+    def model_inputs(self, carried: Any, device: torch.device | str) -> dict[str, Any]:
+        """``model(**...)`` arguments: the window, already shifted, and the state carried from the previous one."""
+        return {"input_ids": self.input_ids.to(device), "shift_labels": self.shift_labels.to(device),
+                "cache": carried, "use_cache": True}
+
+    def carry(self, outputs) -> Any:
+        """The state for the next window: the model's, detached (truncated back-propagation through time)."""
+        return outputs.cache.detach()
+
+
+@dataclass
+class BlockBatch:
+    """B independent blocks: ``input_ids`` and ``labels`` are (B, block_size); the model shifts the labels."""
+
+    input_ids: torch.LongTensor
+    labels: torch.LongTensor
+    index: int
+
+    @property
+    def num_tokens(self) -> int:
+        """Number of scored targets: every label but each block's first (nothing predicts it) and -100s."""
+        return int((self.labels[:, 1:] != -100).sum())
+
+    def model_inputs(self, carried: Any, device: torch.device | str) -> dict[str, Any]:
+        """``model(**...)`` arguments; blocks are independent, so ``carried`` (always None) is not passed."""
+        return {"input_ids": self.input_ids.to(device), "labels": self.labels.to(device)}
+
+    def carry(self, outputs) -> None:
+        """Nothing is carried from one block batch to the next."""
+        return None
 
 
 class StreamLoader:
@@ -161,6 +198,10 @@ class StreamLoader:
                 )
             pos += length
 
+    def iter_from(self, start: int = 0) -> Iterator[StreamWindow]:
+        """The batch interface shared with `BlockLoader`: windows ``start, start+1, ...`` of the epoch."""
+        return self.iter_windows(start)
+
     def __iter__(self) -> Iterator[StreamWindow]:
         return self.iter_windows(0)
 
@@ -176,6 +217,11 @@ class BlockLoader:
         num_processes / process_index: sharding; every process gets the same number of batches
             (the incomplete last round is dropped).
         shuffle (`bool`, defaults to True) / seed (`int`): the order is ``randperm`` seeded by ``(seed, epoch)``.
+
+    Why not a ``DataLoader`` with a seeded sampler, prepared by accelerate, and ``skip_first_batches`` on resume:
+    that layout is the same (batch ``i*P + r`` to rank ``r``), but accelerate's ``SeedableRandomSampler`` seeds
+    with ``seed + epoch``, so every existing run's block order would change and a mid-epoch checkpoint written
+    before would resume onto other blocks. Here resuming at batch ``start`` is an index, not a replay.
     """
 
     def __init__(
@@ -218,13 +264,62 @@ class BlockLoader:
         gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self._epoch)
         return torch.randperm(n, generator=gen)
 
-    def iter_batches(self, start: int = 0) -> Iterator[dict]:
-        """Yield ``{"input_ids", "labels", "index"}`` batches ``start, start+1, ...`` of this process."""
+    def iter_batches(self, start: int = 0) -> Iterator[BlockBatch]:
+        """Yield batches ``start, start+1, ...`` of this process (``input_ids``/``labels`` (B, block_size))."""
         order = self._order()
         B, P, r = self.batch_size, self.num_processes, self.process_index
         for i in range(start, len(self)):
             idx = order[(i * P + r) * B : (i * P + r + 1) * B]
-            yield {"input_ids": self.input_ids[idx], "labels": self.labels[idx], "index": i}
+            yield BlockBatch(input_ids=self.input_ids[idx], labels=self.labels[idx], index=i)
 
-    def __iter__(self):
+    def iter_from(self, start: int = 0) -> Iterator[BlockBatch]:
+        """The batch interface shared with `StreamLoader`: batches ``start, start+1, ...`` of the epoch."""
+        return self.iter_batches(start)
+
+    def __iter__(self) -> Iterator[BlockBatch]:
         return self.iter_batches(0)
+
+
+def sliding_windows(num_tokens: int, window: int, stride: int) -> list[tuple[int, int]]:
+    """``(begin, first_scored)`` pairs: the window covers inputs ``begin:begin+window``; targets from
+    position ``first_scored`` of the window on are scored (earlier ones are context already scored)."""
+    if not 0 < stride <= window:
+        raise ValueError(f"eval stride must be in 1..window ({window}), got {stride}")
+    out, scored_until = [], 0  # targets 1..scored_until are done
+    begin = 0
+    while scored_until < num_tokens - 1:
+        end = min(begin + window, num_tokens - 1)  # last target index covered
+        out.append((begin, scored_until - begin))
+        scored_until = end
+        begin += stride
+    return out
+
+
+def sliding_window_batches(
+    tokens: torch.Tensor,
+    *,
+    window: int,
+    stride: int,
+    batch_size: int,
+    num_processes: int = 1,
+    process_index: int = 0,
+    pad_token_id: int = 0,
+) -> Iterator[tuple[torch.LongTensor, torch.LongTensor]]:
+    """This process's contiguous share of the sliding windows over ``tokens`` (N,), in text order.
+
+    Yields ``(input_ids, shift_labels)``, both (B, window): the targets a window scores for the first time
+    are in ``shift_labels``; its context (already scored by an earlier window) and the padding are -100.
+    """
+    windows = sliding_windows(tokens.numel(), window, stride)
+    per_rank = math.ceil(len(windows) / num_processes)
+    mine = windows[process_index * per_rank : (process_index + 1) * per_rank]
+    for i in range(0, len(mine), batch_size):
+        chunk = mine[i : i + batch_size]
+        inp = torch.full((len(chunk), window), pad_token_id, dtype=torch.long)  # (B, W)
+        lab = torch.full((len(chunk), window), -100, dtype=torch.long)  # (B, W)
+        for row, (begin, first) in enumerate(chunk):
+            x = tokens[begin : begin + window]
+            y = tokens[begin + 1 : begin + window + 1]
+            inp[row, : x.numel()] = x
+            lab[row, max(first, 0) : y.numel()] = y[max(first, 0) :]
+        yield inp, lab

@@ -1,10 +1,10 @@
-"""Stream and block loaders: layout, sharding across processes, coverage."""
+"""Stream and block loaders (hwlm.batching): layout, sharding across processes, coverage, one batch interface."""
 
 import pytest
 import torch
 
 import _toy  # noqa: F401  (one torch thread)
-from hwlm.training.loaders import BlockLoader, StreamLoader
+from hwlm.batching import BlockLoader, StreamLoader
 
 
 def windows(loader):
@@ -60,10 +60,41 @@ def test_pad_to_full_scores_every_target_once():
 def test_block_loader_shards_and_shuffles_per_epoch():
     blocks = torch.arange(40).view(20, 2)
     ranks = [BlockLoader(blocks, batch_size=3, num_processes=2, process_index=r, seed=0) for r in range(2)]
-    ids = [b["input_ids"][:, 0].tolist() for r in ranks for b in r]
+    ids = [b.input_ids[:, 0].tolist() for r in ranks for b in r]
     flat = [i for batch in ids for i in batch]
     assert len(ranks[0]) == 3 and len(flat) == len(set(flat)) == 18
     ranks[0].set_epoch(1)
-    assert [b["input_ids"][:, 0].tolist() for b in ranks[0]] != ids[:3]
+    assert [b.input_ids[:, 0].tolist() for b in ranks[0]] != ids[:3]
     with pytest.raises(ValueError, match="too few for one batch"):
         BlockLoader(blocks, batch_size=11, num_processes=2)
+
+
+def test_both_regimes_offer_one_batch_interface():
+    """The loop calls ``model(**batch.model_inputs(carried, device))`` and ``batch.carry(outputs)`` for either regime."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    import hwlm  # noqa: F401  (registers the Auto classes)
+    from _toy import TINY_LSTM, TINY_TRANSFORMER
+    from hwlm.modeling import parse_config_overrides
+
+    tokens = torch.arange(200) % 50
+    lstm = AutoModelForCausalLM.from_config(AutoConfig.for_model("hwlm_lstm", vocab_size=50,
+                                                                 **parse_config_overrides(TINY_LSTM)))
+    streams = StreamLoader(tokens, batch_size=2, bptt=8)
+    first, second = list(streams.iter_from(0))[:2]
+    assert [w.index for w in streams.iter_from(3)][:1] == [3] and first.num_tokens == 16
+    carried = first.carry(lstm(**first.model_inputs(None, "cpu")))
+    state = [t for layer in range(len(carried)) for t in carried[layer]]  # (B, H) per tensor of each layer
+    assert state and all(not t.requires_grad for t in state)  # detached: truncated BPTT
+    inputs = second.model_inputs(carried, "cpu")
+    assert inputs["cache"] is carried and inputs["use_cache"] is True
+    assert lstm(**inputs).loss.requires_grad  # the next window trains from the carried (detached) state
+
+    transformer = AutoModelForCausalLM.from_config(AutoConfig.for_model("hwlm_transformer", vocab_size=50,
+                                                                        **parse_config_overrides(TINY_TRANSFORMER)))
+    blocks = BlockLoader(tokens[:192].view(12, 16), batch_size=3, seed=0)
+    batch = next(blocks.iter_from(2))
+    assert batch.index == 2 and batch.num_tokens == 3 * 15  # each block's first token is not a target
+    inputs = batch.model_inputs(None, "cpu")
+    assert set(inputs) == {"input_ids", "labels"}
+    assert batch.carry(transformer(**inputs)) is None  # blocks are independent: nothing is carried

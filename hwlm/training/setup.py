@@ -1,0 +1,126 @@
+"""Building a run: data, model, loader, optimiser, schedule and, on resume, the checkpoint's state.
+
+Runs after `hwlm.training.arguments.check_settings` and once the Accelerator exists; returns one `Run`.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from hwlm.batching import BlockLoader, StreamLoader
+from hwlm.modeling import build_model
+from hwlm.training.checkpoint import find_latest_checkpoint
+from hwlm.training.optim import create_optimizer, create_scheduler
+from hwlm.training.resume import truncate_metrics
+from hwlm.training.run import BEST_DIR, METRICS_FILE, MUTABLE_WITHOUT_EFFECT, Run, write_metrics
+from hwlm.training.session import next_branch, restore_state, set_aside_future_best
+
+__all__ = ["build_run", "load_training_data", "make_train_loader", "resume"]
+
+
+def load_training_data(data_args, args, accelerator):
+    """Return ``(tokenizer, prepared)``: a folder from ``hwlm-prepare`` or the corpus prepared now."""
+    from hwlm import data as hdata
+    from hwlm.tokenization import load_tokenizer
+
+    if args.prepared_data_dir:
+        tok_dir = data_args.tokenizer_name or str(Path(args.prepared_data_dir) / "tokenizer")
+        tokenizer = load_tokenizer(tok_dir)
+        prepared = hdata.load_prepared(args.prepared_data_dir, tokenizer=tokenizer)
+        return tokenizer, prepared
+    with accelerator.main_process_first():
+        corpus = hdata.load_corpus(data_args)
+        tokenizer = hdata.resolve_tokenizer(data_args, corpus)
+        prepared = hdata.prepare_datasets(
+            corpus,
+            tokenizer,
+            block_size=data_args.block_size,
+            num_proc=data_args.preprocessing_num_workers,
+            overwrite_cache=data_args.overwrite_cache,
+        )
+    return tokenizer, prepared
+
+
+def make_train_loader(args, prepared, num_processes: int, process_index: int):
+    """This process's training loader for ``args.batching`` (the only place the regime is asked)."""
+    if args.batching == "streams":
+        return StreamLoader(
+            prepared.stream_tensor("train"),
+            batch_size=args.per_device_train_batch_size,
+            bptt=args.bptt,
+            num_processes=num_processes,
+            process_index=process_index,
+            variable_length=args.variable_bptt,
+            seed=args.seed,
+        )
+    return BlockLoader(
+        prepared.block_tensor("train"),  # (num_blocks, block_size): a view of the memory-mapped stream
+        None,  # labels are the inputs (the model shifts them)
+        batch_size=args.per_device_train_batch_size,
+        num_processes=num_processes,
+        process_index=process_index,
+        seed=args.seed,
+    )
+
+
+def build_run(accelerator, model_args, data_args, args, *, command: str, settings: dict,
+              resume_path: Path | None = None, saved: dict | None = None, changes: dict | None = None) -> Run:
+    """Seed, load the data, build model, loader, optimiser and schedule, prepare them, and resume if asked."""
+    from accelerate.utils import set_seed
+
+    set_seed(args.seed)
+    tokenizer, prepared = load_training_data(data_args, args, accelerator)
+    block_size = data_args.block_size if args.batching == "blocks" else None
+    model = build_model(model_args, tokenizer, block_size=block_size, batching=args.batching)
+    loader = make_train_loader(args, prepared, accelerator.num_processes, accelerator.process_index)
+    valid_tokens = prepared.stream_tensor("validation")
+    if args.max_eval_tokens:
+        valid_tokens = valid_tokens[: args.max_eval_tokens]
+
+    steps_per_epoch = max(math.ceil(len(loader) / args.gradient_accumulation_steps), 1)
+    max_steps = args.max_train_steps or args.num_train_epochs * steps_per_epoch
+    optimizer = create_optimizer(model, args)
+    scheduler = create_scheduler(optimizer, args, num_training_steps=max_steps)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    # hwlm's state and the schedule are saved as JSON by state_writer, never registered with accelerate:
+    # accelerate loads registered objects with weights_only=False, i.e. it would run code from a crafted file
+    run = Run(accelerator=accelerator, model_args=model_args, data_args=data_args, args=args, command=command,
+              settings=settings, tokenizer=tokenizer, prepared=prepared, model=model, optimizer=optimizer,
+              scheduler=scheduler, loader=loader, valid_tokens=valid_tokens, max_steps=max_steps,
+              num_epochs=math.ceil(max_steps / steps_per_epoch))
+    if resume_path is not None:
+        resume(run, resume_path, saved, changes or {})
+    run.last_checkpoint = find_latest_checkpoint(run.out)  # named in the divergence messages
+    if args.with_tracking:
+        accelerator.init_trackers(
+            "hwlm", config={k: v for k, v in settings.items() if isinstance(v, (int, float, str, bool))}
+        )
+    return run
+
+
+def resume(run: Run, resume_path: Path, saved: dict, changes: dict) -> None:
+    """Load a checkpoint into the run, apply this run's changeable flags, record the resume and its branch."""
+    accelerator, optimizer, out = run.accelerator, run.optimizer, run.out
+    # accelerate restores the optimiser's hyper-parameters with its state: keep this run's (weight decay,
+    # momentum, betas), which the optimiser was just built from; the schedule then sets the rates
+    fresh = [{k: v for k, v in g.items() if k not in ("params", "lr", "initial_lr")} for g in optimizer.param_groups]
+    accelerator.load_state(str(resume_path))  # weights, optimiser, RNG: read with weights_only=True
+    for group, hyper in zip(optimizer.param_groups, fresh):
+        group.update(hyper)
+    restore_state(saved, resume_path, run.state, run.scheduler, run.args, accelerator.process_index,
+                  accelerator.device)
+    branch, new_branch = next_branch(resume_path, out)
+    run.branch = branch
+    aside = None
+    if new_branch or any(k not in MUTABLE_WITHOUT_EFFECT for k in changes):
+        aside = set_aside_future_best(accelerator, out / BEST_DIR, run.state, branch)
+    accelerator.print(f"resumed from {resume_path} at step {run.state.global_step}"
+                      + (f" on new branch {branch} (the later checkpoints are kept)" if new_branch else ""))
+    if accelerator.is_main_process:
+        keep = out / f"metrics-before-branch{branch}.jsonl" if new_branch else None
+        truncate_metrics(out / METRICS_FILE, run.state.global_step, keep_copy_as=keep)
+        write_metrics(out, {"type": "resume", "step": run.state.global_step, "from": str(resume_path),
+                            "branch": branch, "changed": changes, "lr": run.scheduler.get_last_lr()[0],
+                            **({"best_model_set_aside": str(aside)} if aside else {})})
+    accelerator.wait_for_everyone()

@@ -1,0 +1,83 @@
+"""Issue 10: every cross-field setting is checked by `check_settings`, before any data is read and before the
+Accelerator exists (the two-process form of the same guarantee is in test_reliability_multiprocess.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+from _toy import TINY_LSTM, TINY_TRANSFORMER, lstm_flags, prepare_toy
+from hwlm.training.arguments import check_settings, parse_args
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    return prepare_toy(tmp_path_factory.mktemp("toy"))
+
+
+def settings(prepared, tmp_path, *extra):
+    return parse_args(lstm_flags(prepared, tmp_path / "out", *extra))
+
+
+TRANSFORMER = ("--model_type", "hwlm_transformer", "--config_overrides", TINY_TRANSFORMER)
+
+CASES = {
+    "push without repo": ((
+        "--push_to_hub",), r"--push_to_hub needs --hub_model_id"),
+    "plateau that never lowers": ((
+        "--lr_scheduler_type", "plateau", "--lr_decay_factor", "1"), r"--lr_decay_factor 1.0 .* use a factor > 1"),
+    "misspelt config key": ((
+        "--config_overrides", TINY_LSTM + ",hiden_size=8"), r"'hiden_size' is not a field .*did you mean 'hidden_size'"),
+    "streams for a stateless model": (
+        TRANSFORMER, r"HwlmTransformerForCausalLM does not carry state .* --batching blocks"),
+    "block longer than positions": ((
+        *TRANSFORMER, "--batching", "blocks", "--block_size", "64"), r"--block_size 64 is above .*=32"),
+    "unregistered model type": ((
+        "--model_type", "hwlm_gru", "--config_overrides", "hidden_size=8"), r"--model_type 'hwlm_gru' is not registered"),
+    "stride longer than window": ((
+        *TRANSFORMER, "--batching", "blocks", "--block_size", "16", "--eval_stride", "20"),
+        r"--eval_stride 20 is above --block_size 16"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_cross_field_errors_name_the_flags_and_the_fix(prepared, tmp_path, case):
+    flags, message = CASES[case]
+    with pytest.raises(ValueError, match=message):
+        check_settings(*settings(prepared, tmp_path, *flags))
+
+
+def test_missing_data_is_refused_before_reading_it(prepared, tmp_path):
+    model_args, data_args, args = settings(prepared, tmp_path)
+    args.prepared_data_dir = str(tmp_path / "nowhere")
+    with pytest.raises(FileNotFoundError, match=r"--prepared_data_dir .*nowhere' is not a prepared data folder"):
+        check_settings(model_args, data_args, args)
+    args.prepared_data_dir = None
+    data_args.train_file = str(tmp_path / "missing.txt")
+    with pytest.raises(FileNotFoundError, match=r"--train_file .*missing.txt' does not exist"):
+        check_settings(model_args, data_args, args)
+
+
+def test_good_settings_pass_for_both_regimes(prepared, tmp_path):
+    check_settings(*settings(prepared, tmp_path))
+    check_settings(*settings(prepared, tmp_path, *TRANSFORMER, "--batching", "blocks", "--block_size", "16"))
+
+
+def test_train_checks_settings_before_the_accelerator_exists(prepared, tmp_path, monkeypatch):
+    import accelerate
+
+    from hwlm.training.loop import train
+
+    built = []
+
+    class Recording(accelerate.Accelerator):
+        def __init__(self, *a, **k):
+            built.append(1)
+            super().__init__(*a, **k)
+
+    monkeypatch.setattr(accelerate, "Accelerator", Recording)
+    with pytest.raises(ValueError, match="--push_to_hub needs --hub_model_id"):
+        train(*settings(prepared, tmp_path, "--push_to_hub"))
+    assert built == [] and not (tmp_path / "out").exists()  # no process group, no folder claimed
+    # the recording class is the one train() builds: a good run constructs it exactly once
+    train(*settings(prepared, tmp_path, "--max_train_steps", "1", "--disable_tqdm"))
+    assert built == [1]
