@@ -18,11 +18,11 @@ def main(argv: list[str] | None = None) -> dict:
     from hwlm.cli.generate import GenerateArguments, generate_text
     from hwlm.cli.train import main as train_main
     from hwlm.data import DataArguments, load_corpus, load_prepared, prepare_datasets, resolve_tokenizer
-    from hwlm.training.arguments import load_preset
+    from hwlm.cli.common import read_preset
 
     argv = list(sys.argv[1:] if argv is None else argv)
     preset = REPO / "presets" / "quickstart.yaml"
-    output_dir = load_preset(preset)["output_dir"]
+    output_dir = read_preset(preset)["output_dir"]
     if "--output_dir" in argv:
         output_dir = argv[argv.index("--output_dir") + 1]
     else:

@@ -16,6 +16,7 @@ import os
 import re
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -26,14 +27,10 @@ REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}
 ENV.pop("HWLM_DEBUG", None)
 
+# every console command and its module, as pyproject.toml declares them
 MODULES = {
-    "hwlm-train": "hwlm.cli.train",
-    "hwlm-eval": "hwlm.cli.evaluate",
-    "hwlm-generate": "hwlm.cli.generate",
-    "hwlm-push": "hwlm.cli.push",
-    "hwlm-prepare": "hwlm.cli.prepare",
-    "hwlm-tokenizer": "hwlm.cli.train_tokenizer",
-    "hwlm-gradflow": "hwlm.cli.gradflow",
+    name: target.split(":")[0]
+    for name, target in tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"].items()
 }
 
 

@@ -56,7 +56,7 @@ def test_linear_warmup_through_transformers():
 
 
 def test_preset_then_flags_override(tmp_path):
-    from hwlm.training.arguments import parse_args
+    from hwlm.cli.train import parse as parse_args
 
     preset = tmp_path / "p.yaml"
     preset.write_text("bptt: 20\nlearning_rate: 1.0\nconfig_overrides:\n  hidden_size: 200\n  tie_word_embeddings: true\n")
@@ -77,7 +77,7 @@ def test_every_preset_parses_and_builds_its_model(name):
     from pathlib import Path
 
     from hwlm.tokenization import train_word_tokenizer
-    from hwlm.training.arguments import parse_args
+    from hwlm.cli.train import parse as parse_args
     from hwlm.modeling import build_model
 
     preset = Path(__file__).resolve().parents[1] / "presets" / f"{name}.yaml"

@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 
 from _toy import TINY_LSTM, TINY_TRANSFORMER, lstm_flags, prepare_toy
-from hwlm.training.arguments import check_settings, parse_args
+from hwlm.cli.train import parse as parse_args
+from hwlm.training.arguments import check_settings
 
 
 @pytest.fixture(scope="module")

@@ -1,31 +1,25 @@
-"""Run settings: dataclasses with a help text per field, parsed from the command line and from presets.
+"""Run settings: dataclasses with a help text per field, each checking itself, and the cross-field checks.
 
 Three dataclasses describe a run: :class:`ModelArguments` (which model), ``hwlm.data.DataArguments``
 (which corpus and tokenizer) and :class:`TrainingArguments` (how to train). Flag names follow
-``run_clm_no_trainer.py`` where they overlap. A preset is a YAML or JSON mapping of the same field names
-(``--config presets/NAME.yaml``); flags given on the command line override it.
+``run_clm_no_trainer.py`` where they overlap. The command line and presets (a YAML or JSON mapping of the same
+field names, ``--config presets/NAME.yaml``) are parsed by `hwlm.cli.common.parse_command`, the parser every
+``hwlm-*`` command shares; `check_settings` runs the checks that need several settings or the files they name.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
-import os
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Optional
-
-import yaml
-from transformers import HfArgumentParser
 
 from hwlm.modeling import check_config_overrides, parse_config_overrides  # re-exported: they parse model settings
 
 __all__ = [
     "ModelArguments",
     "TrainingArguments",
-    "load_preset",
-    "parse_args",
     "parse_config_overrides",
     "merge_config_overrides",
     "check_config_overrides",
@@ -196,22 +190,10 @@ def _check_counts(obj, *, minimum: int, names: tuple[str, ...]) -> None:
 
 
 def run_argument_classes() -> tuple[type, ...]:
-    """The dataclasses of a training run, in the order ``parse_args`` returns them."""
+    """The dataclasses of a training run, in the order ``hwlm-train`` parses them (see `hwlm.cli.train.parse`)."""
     from hwlm.data import DataArguments
 
     return (ModelArguments, DataArguments, TrainingArguments)
-
-
-def load_preset(path: str | os.PathLike) -> dict[str, Any]:
-    """Read a YAML or JSON preset into a flat mapping of field names."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"preset {str(path)!r} does not exist (presets live in presets/*.yaml)")
-    text = path.read_text()
-    data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-    if not isinstance(data, dict):
-        raise ValueError(f"preset {str(path)!r} must be a mapping of field: value, got {type(data).__name__}")
-    return data
 
 
 def merge_config_overrides(base: str | dict | None, update: str | dict | None) -> str | None:
@@ -221,39 +203,6 @@ def merge_config_overrides(base: str | dict | None, update: str | dict | None) -
     """
     merged = {**parse_config_overrides(base), **parse_config_overrides(update)}
     return ",".join(f"{k}={json.dumps(v)}" for k, v in merged.items()) or None
-
-
-def parse_args(argv: list[str] | None = None, classes: tuple[type, ...] | None = None):
-    """Parse ``argv`` (and the ``--config`` preset it names) into the run dataclasses.
-
-    Preset values become the parser's defaults, so explicit flags override them. Unknown preset keys
-    are an error naming the key and the file.
-    """
-    classes = classes or run_argument_classes()
-    pre = argparse.ArgumentParser(add_help=False)
-    pre.add_argument("--config", default=None)
-    known, rest = pre.parse_known_args(argv)
-    parser = HfArgumentParser(classes)
-    parser.add_argument("--config", default=None, help="A YAML or JSON preset; command-line flags override it.")
-    if known.config:
-        preset = load_preset(known.config)
-        allowed = {f.name for cls in classes for f in fields(cls)}
-        unknown = sorted(set(preset) - allowed)
-        if unknown:
-            raise ValueError(f"preset {known.config!r} has unknown field(s) {unknown}; see --help for the fields")
-        # config_overrides is merged below (the command line updates the preset's mapping), not replaced
-        preset_overrides = preset.pop("config_overrides", None)
-        parser.set_defaults(**preset)
-    *parsed, remaining = parser.parse_args_into_dataclasses(rest, return_remaining_strings=True)
-    if remaining:
-        raise ValueError(f"unknown arguments {remaining}; see --help")
-    # the trailing argparse.Namespace holds --config, which is not a run setting
-    parsed = tuple(p for p in parsed if not isinstance(p, argparse.Namespace))
-    if known.config:
-        for obj in parsed:
-            if hasattr(obj, "config_overrides"):
-                obj.config_overrides = merge_config_overrides(preset_overrides, obj.config_overrides)
-    return parsed
 
 
 def check_output_dir(args) -> None:
