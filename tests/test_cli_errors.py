@@ -280,7 +280,7 @@ def test_a_preset_sets_any_commands_fields_and_flags_override_it(tmp_path):
     (args,) = push.parse([str(tmp_path / "model"), "me/x", "--config", str(tmp_path / "push.yaml"), "--timeout", "9"])
     assert (args.folder, args.repo_id, args.timeout, args.max_retries) == (str(tmp_path / "model"), "me/x", 9.0, 0)
     (tmp_path / "eval.yaml").write_text("model_name_or_path: m\nper_device_eval_batch_size: 4\nblock_size: 12\n")
-    eval_args, data_args = evaluate.parse([str(tmp_path / "eval.yaml")])  # the lone-preset shorthand
+    eval_args, data_args, *_ = evaluate.parse([str(tmp_path / "eval.yaml")])  # the lone-preset shorthand
     assert (eval_args.model_name_or_path, eval_args.per_device_eval_batch_size, data_args.block_size) == ("m", 4, 12)
 
 
