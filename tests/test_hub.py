@@ -67,3 +67,25 @@ def test_push_refuses_a_folder_without_a_model(tmp_path):
 
     with pytest.raises(FileNotFoundError, match=r"is not a model folder: \['config.json', 'model.safetensors'\] missing"):
         push_folder(tmp_path, "someone/x")
+
+
+@pytest.mark.parametrize(
+    "dataset_name, expected",
+    [("ptb", ["ptb_text_only"]), ("wikitext-2-raw", ["Salesforce/wikitext"]), ("someone/corpus", ["someone/corpus"]),
+     (None, None)],
+)
+def test_card_datasets_metadata_names_the_hub_dataset(dataset_name, expected, tmp_path):
+    from transformers import AutoConfig
+
+    import hwlm  # noqa: F401
+    from hwlm.hub import render_model_card
+
+    cfg = AutoConfig.for_model("hwlm_lstm", vocab_size=100, hidden_size=16)
+    card = render_model_card(model_name="tiny", config=cfg, command="hwlm-train", results={"test_perplexity": 9.0},
+                             dataset_name=dataset_name)
+    meta = yaml.safe_load(str(card).split("---\n")[1])
+    assert meta.get("datasets") == expected and meta["language"] == ["en"]
+    local = tmp_path / "train.txt"
+    local.write_text("a b\n")
+    card = render_model_card(model_name="tiny", config=cfg, command="hwlm-train", results={}, dataset_name=str(local))
+    assert "datasets" not in yaml.safe_load(str(card).split("---\n")[1])  # a local file is no Hub dataset
