@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,6 +21,9 @@ __all__ = [
     "render_model_card",
     "write_model_card",
     "save_hub_folder",
+    "refresh_model_card",
+    "check_card_folder",
+    "perplexity_scores",
     "example_prompt",
     "push_folder",
     "hub_timeouts",
@@ -30,6 +34,25 @@ __all__ = [
 # The top-level model_card.md, reached through the symlink hwlm/model_card.md so that it also ships as package
 # data in a (non-editable) installed hwlm.
 MODEL_CARD_TEMPLATE = Path(__file__).resolve().parent / "model_card.md"
+
+
+#: result-key infix -> how the card names the method (hwlm-eval's test-time methods; see hwlm.adaptive)
+ADAPTED_METHODS = {
+    "neural_cache": "neural cache",
+    "dynamic_eval": "dynamic evaluation",
+    "dynamic_eval_neural_cache": "dynamic evaluation + neural cache",
+}
+_SCORE_KEY = re.compile(r"^(?P<split>[a-z]+)_(?:(?P<method>" + "|".join(sorted(ADAPTED_METHODS, key=len, reverse=True))
+                        + r")_)?perplexity$")
+
+
+def perplexity_scores(results: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """``(split, method, key)`` of every perplexity in ``results``, plain first then each test-time method, so a card
+    reports ``test_perplexity`` and e.g. ``test_neural_cache_perplexity`` as separate, named figures."""
+    found = [(m["split"], ADAPTED_METHODS.get(m["method"], "plain"), key)
+             for key in results if (m := _SCORE_KEY.match(key))]
+    order = ["plain", *ADAPTED_METHODS.values()]
+    return sorted(found, key=lambda score: (score[0], order.index(score[1])))
 
 
 def hub_dataset_id(dataset_name: str | None) -> str | None:
@@ -76,7 +99,7 @@ def render_model_card(
     import yaml
     from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-    splits = sorted({k[: -len("_perplexity")] for k in results if k.endswith("_perplexity")})
+    scores = perplexity_scores(results)
     eval_results = [
         EvalResult(
             task_type="text-generation",
@@ -84,10 +107,10 @@ def render_model_card(
             dataset_name=dataset_name or "local corpus",
             dataset_split=split,
             metric_type="perplexity",
-            metric_name=f"{split} perplexity",
-            metric_value=round(float(results[f"{split}_perplexity"]), 2),
+            metric_name=f"{split} perplexity" + (f" ({method})" if method != "plain" else ""),
+            metric_value=round(float(results[key]), 2),
         )
-        for split in splits
+        for split, method, key in scores
     ]
     hub_dataset = hub_dataset_id(dataset_name)
     card_data = ModelCardData(
@@ -103,12 +126,12 @@ def render_model_card(
     )
     rows = [
         {
-            "split": s,
-            "perplexity": f"{results[f'{s}_perplexity']:.2f}",
-            "loss": f"{results.get(f'{s}_loss', float('nan')):.4f}",
-            "num_tokens": results.get(f"{s}_num_tokens", ""),
+            "split": split if method == "plain" else f"{split}, {method}",
+            "perplexity": f"{results[key]:.2f}",
+            "loss": f"{results.get(key[: -len('perplexity')] + 'loss', float('nan')):.4f}",
+            "num_tokens": results.get(f"{split}_num_tokens", ""),
         }
-        for s in splits
+        for split, method, key in scores
     ]
     stateful = bool(results.get("eval_method") == "stream")
     eval_method = (
@@ -131,6 +154,49 @@ def render_model_card(
         prompt=json.dumps(prompt or "the"),  # a Python string literal, quotes escaped
     )
     return ModelCard.from_template(card_data, template_path=str(template), **kwargs)
+
+
+def check_card_folder(folder: str | os.PathLike) -> Path:
+    """``folder`` as a `Path` when hwlm-train finished it (its README.md is hwlm's card); else a `ValueError`."""
+    folder = Path(folder)
+    if not (folder / "hwlm_run.json").is_file() or not (folder / "all_results.json").is_file():
+        raise ValueError(
+            f"{str(folder)!r} is not a folder hwlm-train finished (no hwlm_run.json / all_results.json), so its "
+            "README.md is not hwlm's card to rewrite; drop --update_model_card or evaluate a trained folder."
+        )
+    return folder
+
+
+def refresh_model_card(folder: str | os.PathLike, new_results: dict[str, Any], *, prompt: str | None = None) -> Path:
+    """
+    Render again the card of a folder written by ``hwlm-train``, with ``new_results`` (e.g. ``hwlm-eval``'s adapted
+    perplexities) merged into the run's ``all_results.json`` figures; everything else comes from the run's own
+    record (``hwlm_run.json``: command and settings) and ``config.json``. Only ``README.md`` is rewritten.
+
+    Raises:
+        ValueError: the folder holds no hwlm-train record (its README.md may be the user's own).
+    """
+    from transformers import AutoConfig
+
+    folder = check_card_folder(folder)
+    record = json.loads((folder / "hwlm_run.json").read_text())
+    settings = record.get("settings") or {}
+    settings = settings if isinstance(settings, dict) else {}
+    results = {**json.loads((folder / "all_results.json").read_text()), **new_results}
+    repo_id = settings.get("hub_model_id")
+    return write_model_card(
+        folder,
+        model_name=repo_id.split("/")[-1] if repo_id else folder.resolve().name,
+        config=AutoConfig.from_pretrained(folder),
+        results=results,
+        command=record.get("command", ""),
+        settings=settings,
+        dataset_name=settings.get("dataset_name"),
+        license=settings.get("license", "apache-2.0"),
+        repo_id=repo_id,
+        num_parameters=results.get("num_parameters"),
+        prompt=prompt,
+    )
 
 
 def write_model_card(folder: str | os.PathLike, **kwargs) -> Path:

@@ -49,3 +49,35 @@ def test_card_usage_snippet_runs_without_hwlm(trained, tmp_path):
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip()  # the generated text
+
+
+def test_hwlm_eval_puts_plain_and_adapted_perplexities_on_the_card(trained, tmp_path):
+    from hwlm.cli.evaluate import run as eval_run
+
+    valid = trained.parent / "text" / "valid.txt"
+    results = eval_run([
+        "--model_name_or_path", str(trained), "--prepared_data_dir", str(trained.parent / "prepared"),
+        "--splits", "test", "--per_device_eval_batch_size", "2", "--neural_cache", "--update_model_card",
+    ])
+    card = (trained / "README.md").read_text()
+    meta = yaml.safe_load(card.split("---\n")[1])
+    names = {m["name"]: m["value"] for r in meta["model-index"][0]["results"] for m in r["metrics"]}
+    assert names["test perplexity"] == round(results["test_perplexity"], 2)
+    assert names["test perplexity (neural cache)"] == round(results["test_neural_cache_perplexity"], 2)
+    assert f"| test, neural cache | {results['test_neural_cache_perplexity']:.2f} |" in card
+    assert "hwlm-train" in card and valid.is_file()  # the run's own command is kept
+
+
+def test_update_model_card_refuses_a_folder_hwlm_train_did_not_finish(trained, tmp_path, capsys):
+    import shutil
+
+    from hwlm.cli.evaluate import main as eval_main
+
+    folder = tmp_path / "copy"
+    shutil.copytree(trained, folder, ignore=shutil.ignore_patterns("checkpoints", "best_model"))
+    (folder / "hwlm_run.json").unlink()
+    with pytest.raises(SystemExit) as stop:
+        eval_main(["--model_name_or_path", str(folder), "--prepared_data_dir", str(trained.parent / "prepared"),
+                   "--update_model_card"])
+    assert stop.value.code == 2
+    assert "is not a folder hwlm-train finished" in capsys.readouterr().err

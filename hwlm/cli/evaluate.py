@@ -40,6 +40,11 @@ class EvalArguments:
     )
     eval_stride: Optional[int] = field(default=None, metadata={"help": "Sliding window stride; default window // 2."})
     output_file: Optional[str] = field(default=None, metadata={"help": "Also write the results as JSON here."})
+    update_model_card: bool = field(
+        default=False,
+        metadata={"help": "Render the folder's model card (README.md of an hwlm-train folder) again with these "
+                  "figures: plain and, with --dynamic_eval / --neural_cache, adapted perplexities as separate metrics."},
+    )
     dynamic_eval: bool = field(
         default=False,
         metadata={"help": "Also score with dynamic evaluation (Krause et al. 2018); see --dynamic_eval_*."},
@@ -158,7 +163,22 @@ def evaluate_folder(eval_args: EvalArguments, data_args=None, dynamic_args=None,
                           f"over {results[f'{split}_num_tokens']} tokens")
         if eval_args.output_file:
             Path(eval_args.output_file).write_text(json.dumps(results, indent=2))
+        if eval_args.update_model_card:
+            _update_card(eval_args.model_name_or_path, results, tokenizer, prepared)
     return results
+
+
+def _update_card(folder: str, results: dict, tokenizer, prepared) -> None:
+    """Re-render the folder's card with this evaluation's figures (`hwlm.hub.refresh_model_card`)."""
+    from hwlm.hub import example_prompt, refresh_model_card
+
+    scores = {k: v for k, v in results.items() if k.endswith(("_perplexity", "_loss", "_num_tokens"))}
+    try:
+        prompt = example_prompt(tokenizer, prepared.stream_tensor("validation"))
+    except (KeyError, ValueError):  # no validation split prepared
+        prompt = None
+    path = refresh_model_card(folder, {**scores, "eval_method": results["eval_method"]}, prompt=prompt)
+    print(f"model card updated: {path}")
 
 
 def adaptive_results(model, prepared, splits, eval_args, dynamic, cache, accelerator, pad_id) -> dict:
@@ -236,6 +256,10 @@ def run(argv: Optional[list[str]] = None) -> dict:
     """Parse the flags and score the splits; returns the results mapping."""
     eval_args, data_args, dynamic_args, cache_args = parse(argv)
     check_model_folder(eval_args.model_name_or_path)
+    if eval_args.update_model_card:
+        from hwlm.hub import check_card_folder
+
+        check_card_folder(eval_args.model_name_or_path)  # before minutes of evaluation, not after
     return evaluate_folder(eval_args, data_args, dynamic_args, cache_args)
 
 
