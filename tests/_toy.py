@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import random
+import signal
+import subprocess
 from pathlib import Path
 
 import torch
@@ -69,3 +72,17 @@ def lstm_flags(prepared: Path, output_dir: Path, *extra: str) -> list[str]:
         "--disable_tqdm",
         *extra,
     ]
+
+
+def run_process_group(cmd: list[str], *, timeout: int, **kwargs) -> subprocess.CompletedProcess:
+    """``subprocess.run`` in a new session whose whole process group is killed on a timeout, so a rank that hangs
+    fails the test without outliving it (a plain ``run`` kills the launcher only, orphaning the ranks)."""
+    with subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          **kwargs) as proc:
+        try:
+            stdout, stderr = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+            raise
+    return subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr)

@@ -289,7 +289,9 @@ def test_two_processes_with_accelerate_launch(trained, tmp_path):
            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
            str(REPO / "scripts" / "evaluate.py"), "--model_name_or_path", str(out), "--prepared_data_dir",
            str(prepared), "--splits", "test", "--output_file", str(tmp_path / "eval.json"), *ADAPT_FLAGS]
-    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    from _toy import run_process_group
+
+    proc = run_process_group(cmd, cwd=tmp_path, env=env, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     res = json.loads((tmp_path / "eval.json").read_text())
     assert res["num_processes"] == 2

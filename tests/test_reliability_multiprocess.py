@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from _toy import TINY_LSTM, TINY_TRANSFORMER, lstm_flags, prepare_toy
+from _toy import TINY_LSTM, TINY_TRANSFORMER, lstm_flags, prepare_toy, run_process_group
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow  # still part of `make test` (pytest -q runs every mark)
@@ -54,7 +54,7 @@ def launch(flags: list[str], cwd: Path, *, use_cpu: bool = True, script: Path | 
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
            "--main_process_port", str(_free_port()), str(script or REPO / "scripts" / "train.py"), *flags]
-    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    return run_process_group(cmd, cwd=cwd, env=env, timeout=timeout)
 
 
 def _ok(proc):
