@@ -66,6 +66,36 @@ def hub_dataset_id(dataset_name: str | None) -> str | None:
     return corpus.hub_dataset if corpus is not None else dataset_name
 
 
+def _score_tables(results: dict[str, Any], dataset_name: str | None) -> tuple[list, list[dict]]:
+    """The card's perplexities twice: as ``huggingface_hub.EvalResult`` metadata (``model-index``) and as rows of its
+    results table, plain first, each test-time method named."""
+    from huggingface_hub import EvalResult
+
+    scores = perplexity_scores(results)
+    eval_results = [
+        EvalResult(
+            task_type="text-generation",
+            dataset_type=dataset_name or "local",
+            dataset_name=dataset_name or "local corpus",
+            dataset_split=split,
+            metric_type="perplexity",
+            metric_name=f"{split} perplexity" + (f" ({method})" if method != "plain" else ""),
+            metric_value=round(float(results[key]), 2),
+        )
+        for split, method, key in scores
+    ]
+    rows = [
+        {
+            "split": split if method == "plain" else f"{split}, {method}",
+            "perplexity": f"{results[key]:.2f}",
+            "loss": f"{results.get(key[: -len('perplexity')] + 'loss', float('nan')):.4f}",
+            "num_tokens": results.get(f"{split}_num_tokens", ""),
+        }
+        for split, method, key in scores
+    ]
+    return eval_results, rows
+
+
 def render_model_card(
     *,
     model_name: str,
@@ -97,21 +127,9 @@ def render_model_card(
         a ``huggingface_hub.ModelCard``.
     """
     import yaml
-    from huggingface_hub import EvalResult, ModelCard, ModelCardData
+    from huggingface_hub import ModelCard, ModelCardData
 
-    scores = perplexity_scores(results)
-    eval_results = [
-        EvalResult(
-            task_type="text-generation",
-            dataset_type=dataset_name or "local",
-            dataset_name=dataset_name or "local corpus",
-            dataset_split=split,
-            metric_type="perplexity",
-            metric_name=f"{split} perplexity" + (f" ({method})" if method != "plain" else ""),
-            metric_value=round(float(results[key]), 2),
-        )
-        for split, method, key in scores
-    ]
+    eval_results, rows = _score_tables(results, dataset_name)
     hub_dataset = hub_dataset_id(dataset_name)
     card_data = ModelCardData(
         model_name=model_name,
@@ -124,15 +142,6 @@ def render_model_card(
         tags=["hwlm", config.model_type, "word-level", "language-modeling"],
         eval_results=eval_results or None,
     )
-    rows = [
-        {
-            "split": split if method == "plain" else f"{split}, {method}",
-            "perplexity": f"{results[key]:.2f}",
-            "loss": f"{results.get(key[: -len('perplexity')] + 'loss', float('nan')):.4f}",
-            "num_tokens": results.get(f"{split}_num_tokens", ""),
-        }
-        for split, method, key in scores
-    ]
     stateful = bool(results.get("eval_method") == "stream")
     eval_method = (
         "each split read as one stream with the recurrent state carried across windows."
