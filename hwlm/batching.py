@@ -150,6 +150,19 @@ class StreamLoader:
             )
         self.stream_len = stream_len
         first = process_index * batch_size
+        if not pad_to_full and tokens.is_contiguous() and tokens.dtype == torch.long:
+            # This process's B streams as strided views of the split (labels: the same memory, one token on), so a
+            # stream memory-mapped from a prepared folder is never copied: only each window is, when it is read.
+            offset = tokens.storage_offset() + first * stream_len
+            self.inputs = tokens.as_strided((batch_size, stream_len), (stream_len, 1), offset)  # (B, L)
+            self.labels = tokens.as_strided((batch_size, stream_len), (stream_len, 1), offset + 1)  # (B, L)
+        else:
+            self.inputs, self.labels = self._padded_rows(tokens, first, batch_size, stream_len, pad_token_id)
+        self._epoch = 0
+
+    @staticmethod
+    def _padded_rows(tokens, first: int, batch_size: int, stream_len: int, pad_token_id: int):
+        """Streams copied into (B, L) rows, the last ones padded (inputs with ``pad_token_id``, labels with -100)."""
         rows_inp, rows_lab = [], []
         for s in range(first, first + batch_size):
             start = s * stream_len
@@ -160,9 +173,7 @@ class StreamLoader:
             lab[: max(seg.numel() - 1, 0)] = seg[1:]
             rows_inp.append(inp)
             rows_lab.append(lab)
-        self.inputs = torch.stack(rows_inp)  # (B, L)
-        self.labels = torch.stack(rows_lab)  # (B, L)
-        self._epoch = 0
+        return torch.stack(rows_inp), torch.stack(rows_lab)  # (B, L) each
 
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch; it seeds the variable window lengths."""

@@ -673,7 +673,7 @@ class PreparedData:
         A prepared folder holds ``tokens/<split>.npy`` (int64), and preparation without a folder writes the
         same file next to the datasets cache; the tensor then maps that file copy-on-write, so its pages are
         read on demand and shared by every process that maps it (training on 100M tokens keeps no private
-        copy of the stream; each process copies only its own streams into its loader).
+        copy of the stream: `hwlm.batching.StreamLoader` reads its streams as views of this tensor).
 
         Args:
             split (`str`): ``"train"``, ``"validation"`` or ``"test"``.

@@ -98,3 +98,18 @@ def test_both_regimes_offer_one_batch_interface():
     inputs = batch.model_inputs(None, "cpu")
     assert set(inputs) == {"input_ids", "labels"}
     assert batch.carry(transformer(**inputs)) is None  # blocks are independent: nothing is carried
+
+
+@pytest.mark.parametrize("rank", [0, 1])
+def test_training_streams_are_views_of_the_split_not_copies(rank, tmp_path):
+    """A stream memory-mapped from a prepared folder stays one copy: the loader's rows point into it."""
+    import numpy as np
+
+    path = tmp_path / "tokens.npy"
+    np.save(path, np.arange(1000, dtype=np.int64))
+    tokens = torch.from_numpy(np.load(path, mmap_mode="c"))  # as PreparedData.stream_tensor maps a token file
+    loader = StreamLoader(tokens, batch_size=3, bptt=10, num_processes=2, process_index=rank)
+    assert loader.inputs.untyped_storage().data_ptr() == tokens.untyped_storage().data_ptr()
+    assert loader.labels.untyped_storage().data_ptr() == tokens.untyped_storage().data_ptr()
+    copies = StreamLoader._padded_rows(tokens, rank * 3, 3, loader.stream_len, 0)  # what the loader used to hold
+    assert torch.equal(loader.inputs, copies[0]) and torch.equal(loader.labels, copies[1])
