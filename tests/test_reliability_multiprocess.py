@@ -35,13 +35,24 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-# hwlm-train, then a report of whether the process group is still up (it must have been destroyed)
+# hwlm-train, then a report of whether the process group is still up (it must have been destroyed) and whether a
+# DDP-wrapped model outlived the run (its reducer holds the group; freed after the group, it can hang a rank at exit)
 DRIVER = """
+import gc
 import sys
+import torch
 import torch.distributed as dist
 from hwlm.cli.train import run
+
+destroy, alive = dist.destroy_process_group, []
+
+def counting_destroy(*args, **kwargs):  # how many DDP models are still alive when the group goes
+    alive.append(sum(isinstance(o, torch.nn.parallel.DistributedDataParallel) for o in gc.get_objects()))
+    return destroy(*args, **kwargs)
+
+dist.destroy_process_group = counting_destroy
 run(sys.argv[1:])
-print(f"exit: process group initialized={dist.is_initialized()}", flush=True)
+print(f"exit: process group initialized={dist.is_initialized()}, ddp models alive at destroy={alive}", flush=True)
 """
 
 
@@ -92,7 +103,8 @@ def test_two_processes_stop_mid_epoch_and_resume_to_identical_weights(prepared, 
     proc = launch(lstm_flags(prepared, full, *common), tmp_path, script=driver)
     _ok(proc)
     # both ranks destroyed the process group at the end of the run (a rank left in it can hang at exit)
-    assert proc.stdout.count("exit: process group initialized=False") == 2, proc.stdout[-2000:]
+    assert proc.stdout.count("exit: process group initialized=False, ddp models alive at destroy=[0]") == 2, (
+        proc.stdout[-2000:])
     # two processes really ran, as one job: ranks 0 and 1 with their own process ids
     procs = _processes(full)
     assert sorted(p["rank"] for p in procs) == [0, 1] and len({p["pid"] for p in procs}) == 2

@@ -91,7 +91,7 @@ def train(model_args, data_args, args, command: str | None = None) -> dict[str, 
         log_with=(args.report_to if args.with_tracking else None),
         project_dir=str(out),
     )
-    lock = None
+    lock = run = None
     try:
         check_launch(accelerator)
         settings = {**_settings(model_args, data_args, args), "num_processes": accelerator.num_processes}
@@ -112,6 +112,10 @@ def train(model_args, data_args, args, command: str | None = None) -> dict[str, 
     finally:
         if lock is not None:
             lock.release()
+        # Release the DDP-wrapped model while the process group is alive: its reducer holds the group, and freed
+        # only after `end_training` (when this frame ends) gloo's destructor was seen to hang a rank at exit.
+        run = None
+        accelerator.free_memory()
         accelerator.end_training()  # destroys the process group: no rank is left waiting at exit
 
 
