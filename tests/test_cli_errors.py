@@ -405,7 +405,7 @@ def test_cli_modules_do_not_import_each_other():
 
 
 def test_hwlm_train_runs_the_cross_field_checks_before_any_work(inputs, tmp_path, monkeypatch, capsys):
-    """The hook `hwlm.cli.common.check_settings` hands the three run dataclasses to the training package's check."""
+    """hwlm-train hands the three run dataclasses to the training package's `check_settings` before any work."""
     from hwlm.cli.train import main
     from hwlm.training import arguments
 

@@ -40,7 +40,6 @@ __all__ = [
     "CommandParser",
     "parse_command",
     "read_preset",
-    "check_settings",
     "check_model_folder",
     "check_tokenizer_fits",
     "debug_requested",
@@ -199,21 +198,6 @@ def parse_command(
             if hasattr(obj, "config_overrides"):  # the command line's pairs update the preset's mapping
                 obj.config_overrides = merge_config_overrides(preset_overrides, obj.config_overrides)
     return tuple(parsed)
-
-
-def check_settings(*settings: Any) -> None:
-    """Cross-field checks of model, data and training settings together, before any data, model or Accelerator.
-
-    The hook a command that takes a training run's settings calls after parsing and before any work (hwlm-train's
-    `run`; not `parse`, which must stay free of file checks so the README's commands parse anywhere). It delegates
-    to ``hwlm.training.arguments.check_settings(model_args, data_args, training_args)`` (issue 10, training half)
-    when that function exists, so the checks are written once, next to the dataclasses they read.
-    """
-    from hwlm.training import arguments
-
-    checker: Optional[Callable[..., None]] = getattr(arguments, "check_settings", None)
-    if checker is not None:
-        checker(*settings)
 
 
 def check_model_folder(name_or_path: str, flag: str = "--model_name_or_path") -> None:

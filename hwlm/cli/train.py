@@ -13,7 +13,7 @@ from __future__ import annotations
 import shlex
 import sys
 
-from hwlm.cli.common import check_settings, parse_command, run_main
+from hwlm.cli.common import parse_command, run_main
 from hwlm.training.arguments import run_argument_classes
 
 PROG = "hwlm-train"
@@ -28,12 +28,14 @@ def parse(argv: list[str] | None = None) -> tuple:
 
 
 def run(argv: list[str] | None = None) -> dict:
-    """Parse the run settings (``--config`` preset + flags) and train; returns the results mapping."""
+    """Parse the run settings (``--config`` preset + flags) and train; returns the results mapping.
+
+    `train` runs the cross-field and file checks (`hwlm.training.arguments.check_settings`) before any data,
+    model or process group."""
     from hwlm.training.loop import train
 
     argv = list(sys.argv[1:] if argv is None else argv)
     model_args, data_args, train_args = parse(argv)
-    check_settings(model_args, data_args, train_args)  # cross-field and file checks, before any data or process group
     command = "hwlm-train " + " ".join(shlex.quote(a) for a in argv)
     return train(model_args, data_args, train_args, command=command)
 

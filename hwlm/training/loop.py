@@ -29,7 +29,8 @@ import torch
 
 from hwlm.evaluation import evaluate_perplexity
 from hwlm.modeling import build_model  # noqa: F401  (re-exported: hwlm.training.loop.build_model)
-from hwlm.training.arguments import check_output_dir, check_settings
+from hwlm.training import arguments
+from hwlm.training.arguments import check_output_dir
 from hwlm.training.checkpoint import quiet_tied_weights, resolve_checkpoint, save_checkpoint
 from hwlm.training.outputs import tracked_writes
 from hwlm.training.resume import check_resume_settings, read_checkpoint_state
@@ -82,7 +83,7 @@ def train(model_args, data_args, args, command: str | None = None) -> dict[str, 
 
     command = command or " ".join(shlex.quote(a) for a in sys.argv)
     out = Path(args.output_dir)
-    check_settings(model_args, data_args, args)
+    arguments.check_settings(model_args, data_args, args)  # before the Accelerator: every rank fails alike
     resume_path = (
         resolve_checkpoint(args.resume_from_checkpoint, out, deep=True) if args.resume_from_checkpoint else None
     )
