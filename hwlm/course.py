@@ -6,12 +6,13 @@ under a causal mask. The causal mask lets decoder position t read its own input,
 must predict, so the model learns to copy: its training perplexity falls towards 1, a value no language model can
 reach on real text. Nothing in the loss flags it. Fed only what a language model may know (the words before each
 target), the same weights are worse than a uniform guess, and generation, where the decoder can only be fed its own
-previous outputs, collapses into repeating one word.
+previous outputs, collapses into repeating one word: having learned to copy its decoder input, it copies its own
+last output.
 
 `CourseTransformerLM` is that model, written as the course wrote it (sinusoidal positions, post-norm
 `nn.Transformer`, untied output layer). `compare_with_hwlm` trains it and an `hwlm_transformer` of the same width,
 depth and heads on the same windows for the same steps and reports, for each: the training perplexity as its loss
-computes it, the validation perplexity given only the past, and a greedy continuation of the same prompt.
+computes it, the validation perplexity given only the past, and a sampled continuation of the same prompt.
 `changes_past_logits` is the check that tells the two apart: change token t+1 and see whether any logit at t moves.
 
 Shape legend: B windows, T positions, V vocabulary, D model width.
@@ -84,12 +85,14 @@ class CourseTransformerLM(nn.Module):
         return self(window[:, :-1], window[:, :-1])
 
     @torch.no_grad()
-    def generate(self, prompt: torch.LongTensor, max_new_tokens: int) -> torch.LongTensor:
-        """Greedy continuation of (1, P) ``prompt``: the decoder is fed the prompt and then its own outputs."""
+    def generate(self, prompt: torch.LongTensor, max_new_tokens: int, seed: int = 0) -> torch.LongTensor:
+        """Sampled continuation of (1, P) ``prompt`` (softmax at temperature 1, no truncation): the decoder is fed the
+        prompt and then its own outputs, the only text it can be given when the next word is unknown."""
+        generator = torch.Generator().manual_seed(seed)
         out = prompt
         for _ in range(max_new_tokens):
-            logits = self(out, out)[:, -1]
-            out = torch.cat([out, logits.argmax(-1, keepdim=True)], dim=1)
+            probs = self(out, out)[:, -1].softmax(-1)
+            out = torch.cat([out, torch.multinomial(probs, 1, generator=generator)], dim=1)
         return out[:, prompt.size(1):]
 
 
@@ -109,7 +112,8 @@ def changes_past_logits(logits_fn: Callable[[torch.LongTensor], torch.Tensor], i
 
 @dataclass
 class CourseComparison:
-    """Per model: training perplexity as its own loss computes it, honest validation perplexity, a continuation."""
+    """Per model: training perplexity as its own loss computes it, honest validation perplexity, a sampled
+    continuation of the first validation words and how many distinct words it has."""
 
     steps: int
     curves: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
@@ -117,6 +121,7 @@ class CourseComparison:
     validation_perplexity: dict[str, float] = field(default_factory=dict)
     continuation: dict[str, str] = field(default_factory=dict)
     distinct_continuation_words: dict[str, int] = field(default_factory=dict)
+    repeat_rate: dict[str, float] = field(default_factory=dict)  # share of sampled words equal to the one before
     sees_the_future: dict[str, bool] = field(default_factory=dict)
     num_parameters: dict[str, int] = field(default_factory=dict)
 
@@ -188,14 +193,17 @@ def compare_with_hwlm(train_stream: torch.LongTensor, valid_stream: torch.LongTe
         report.num_parameters[name] = sum(p.numel() for p in model.parameters())
         prompt = valid_stream[:prompt_length].unsqueeze(0)
         if model is course:
-            new = course.generate(prompt, max_new_tokens)[0].tolist()
+            new = course.generate(prompt, max_new_tokens, seed=seed)[0].tolist()
             report.sees_the_future[name] = changes_past_logits(course.course_logits, prompt, prompt_length // 2,
                                                                 vocab_size)
         else:
+            torch.manual_seed(seed)
             new = ours.generate(prompt, max_length=prompt_length + max_new_tokens, min_new_tokens=max_new_tokens,
-                                do_sample=False, pad_token_id=0)[0, prompt_length:].tolist()
+                                do_sample=True, top_k=0, pad_token_id=0)[0, prompt_length:].tolist()
             report.sees_the_future[name] = changes_past_logits(lambda ids: ours(input_ids=ids).logits, prompt,
                                                                 prompt_length // 2, vocab_size)
         report.distinct_continuation_words[name] = len(set(new))
+        previous = [int(prompt[0, -1])] + new[:-1]
+        report.repeat_rate[name] = sum(a == b for a, b in zip(new, previous)) / len(new)
         report.continuation[name] = decode(new) if decode else " ".join(map(str, new))
     return report

@@ -43,15 +43,16 @@ def test_hwlm_transformer_never_sees_the_future_with_or_without_memory(memory):
 def test_targets_fed_to_the_decoder_give_an_impossible_training_curve_and_a_collapsing_generation():
     g = torch.Generator().manual_seed(0)
     passage = torch.randint(0, 50, (400,), generator=g)
-    report = compare_with_hwlm(passage.repeat(20), passage.repeat(2), 50, steps=60, width=32, log_every=20)
+    report = compare_with_hwlm(passage.repeat(20), passage.repeat(2), 50, steps=150, width=32, log_every=50)
     course, ours = "course encoder-decoder", "hwlm_transformer"
     assert report.sees_the_future == {course: True, ours: False}
     # The course model's own loss says it is far better than it is given only the past; hwlm's does not.
     assert report.validation_perplexity[course] > 10 * report.train_perplexity[course]
     assert report.validation_perplexity[ours] < 1.5 * report.train_perplexity[ours]
     assert report.validation_perplexity[course] > 2 * report.validation_perplexity[ours]
-    assert report.distinct_continuation_words[course] <= 2  # fed its own outputs, it copies them
-    assert [step for step, _ in report.curves[course]] == [20, 40, 60]
+    # Fed its own outputs, the course model copies them: its samples repeat the word before; a causal model's do not.
+    assert report.repeat_rate[course] >= 0.5 > 0.2 >= report.repeat_rate[ours]
+    assert [step for step, _ in report.curves[course]] == [50, 100, 150]
 
 
 def test_command_writes_the_comparison(tmp_path):

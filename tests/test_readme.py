@@ -23,16 +23,27 @@ COMMANDS = {
     "hwlm-tokenizer": "hwlm.cli.train_tokenizer",
     "hwlm-gradflow": "hwlm.cli.gradflow",
 }
-SCRIPTS = {"scripts/train.py": "hwlm.cli.train"}
+SCRIPTS = {
+    "scripts/train.py": "hwlm.cli.train",
+    "scripts/course_transformer.py": "hwlm.cli.course",
+    "scripts/plot_runs.py": "hwlm.cli.plot_runs",
+}
+#: Documents besides the README whose shell commands must parse too.
+DOCS = ["docs/transformer-vs-lstm.md"]
 
 
-def shell_lines():
-    for lang, body in BLOCKS:
+def shell_lines(text: str = README):
+    for lang, body in re.findall(r"```(\w+)\n(.*?)```", text, flags=re.DOTALL):
         if lang == "bash":
-            for line in body.splitlines():
+            for line in body.replace("\\\n", " ").splitlines():
                 line = re.sub(r"\s+#.*$", "", line).strip()
                 if line:
                     yield line
+
+
+def doc_shell_lines():
+    for doc in DOCS:
+        yield from shell_lines((REPO / doc).read_text(encoding="utf-8"))
 
 
 def test_readme_has_the_two_commands_and_documents_each_console_script():
@@ -45,7 +56,7 @@ def test_readme_has_the_two_commands_and_documents_each_console_script():
         assert scripts[name] == COMMANDS[name] + ":main"
 
 
-@pytest.mark.parametrize("line", list(shell_lines()))
+@pytest.mark.parametrize("line", list(shell_lines()) + list(doc_shell_lines()))
 def test_readme_shell_command_parses(line, monkeypatch):
     monkeypatch.chdir(REPO)  # presets and data paths in the README are relative to the repository root
     argv = shlex.split(line)
@@ -62,6 +73,9 @@ def test_readme_shell_command_parses(line, monkeypatch):
         launch_command_parser().parse_args(argv[2:])  # the launch flags are accelerate's own
         argv = [script] + argv[argv.index(script) + 1 :]
         module = SCRIPTS[script]
+    elif argv[0] == "python":
+        argv = argv[1:]
+        module = SCRIPTS[argv[0]]
     else:
         module = COMMANDS[argv[0]]
     parsed = importlib.import_module(module).parse(argv[1:])

@@ -73,15 +73,21 @@ def plot(report, path: Path) -> None:
     plt.close(fig)
 
 
+def parse(argv: list[str] | None = None) -> tuple:
+    """``(CourseArguments, DataArguments)`` from the command line."""
+    from hwlm.data import DataArguments
+
+    return parse_command((CourseArguments, DataArguments), argv, prog=PROG, description=__doc__)
+
+
 def run(argv: list[str] | None = None) -> dict:
     """Parse the flags (plus hwlm-prepare's data flags), train both models, write course.json/png; return the JSON."""
     import torch
 
     from hwlm import data as hdata
     from hwlm.course import compare_with_hwlm
-    from hwlm.data import DataArguments
 
-    args, data_args = parse_command((CourseArguments, DataArguments), argv, prog=PROG, description=__doc__)
+    args, data_args = parse(argv)
     torch.set_num_threads(args.num_threads)
     out = Path(args.output_dir)
     corpus = hdata.load_corpus(data_args)

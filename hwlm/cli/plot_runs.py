@@ -17,9 +17,13 @@ from hwlm.cli.common import run_main
 PROG = "plot_runs.py"
 
 
-def run(argv: list[str]) -> dict:
-    """Parse the command line, draw the figure, print each run's best validation perplexity; return the curves."""
-    from hwlm.results import AXES, plot_runs
+def parse(argv: list[str]) -> tuple[argparse.Namespace, dict[str, str]]:
+    """The parsed flags and ``{label: run folder}``.
+
+    Raises:
+        ValueError: a run not given as LABEL=RUN_FOLDER.
+    """
+    from hwlm.results import AXES
 
     parser = argparse.ArgumentParser(prog="plot_runs.py", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -34,6 +38,14 @@ def run(argv: list[str]) -> dict:
         if not sep or not label or not folder:
             raise ValueError(f"{item!r} is not LABEL=RUN_FOLDER")
         runs[label] = folder
+    return args, runs
+
+
+def run(argv: list[str]) -> dict:
+    """Parse the command line, draw the figure, print each run's best validation perplexity; return the curves."""
+    from hwlm.results import plot_runs
+
+    args, runs = parse(argv)
     drawn = plot_runs(runs, args.output, x=args.x, title=args.title)
     for label, curves in drawn.items():
         best = min((p for _, p in curves["validation"]), default=float("nan"))
