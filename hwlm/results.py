@@ -70,6 +70,9 @@ def plot_runs(runs: dict[str, str | Path], path: str | Path, *, x: str = "cpu_ho
         if curves["validation"]:
             xs, ppl = zip(*curves["validation"])
             ax.plot(xs, ppl, color=color, marker="o", markersize=3, label=f"{label} (valid {min(ppl):.1f})")
+    tops = [max(p for _, p in c["validation"]) for c in drawn.values() if c["validation"]]
+    if tops:  # the first training steps (perplexity ~ vocabulary size) would squash the curves worth reading
+        ax.set_ylim(top=2 * max(tops))
     ax.set_xlabel(AXES[x][2])
     ax.set_ylabel("perplexity (markers: validation; lines: training)")
     ax.set_yscale("log")
