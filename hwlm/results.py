@@ -58,7 +58,8 @@ def plot_runs(runs: dict[str, str | Path], path: str | Path, *, x: str = "cpu_ho
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=100)
-    drawn = {}
+    ax.set_yscale("log")  # before any limit: limits set on a linear axis do not survive the switch
+    drawn, lows = {}, []
     for (label, run), color in zip(runs.items(), plt.rcParams["axes.prop_cycle"].by_key()["color"] * 4):
         curves = drawn[label] = read_curves(run, x)
         if curves["train"]:
@@ -67,15 +68,16 @@ def plot_runs(runs: dict[str, str | Path], path: str | Path, *, x: str = "cpu_ho
             mean = [math.exp(sum(logs[max(0, i - smooth + 1): i + 1]) / len(logs[max(0, i - smooth + 1): i + 1]))
                     for i in range(len(logs))]
             ax.plot(xs, mean, color=color, linewidth=0.8, alpha=0.6)
+            lows.append(min(mean))
         if curves["validation"]:
             xs, ppl = zip(*curves["validation"])
             ax.plot(xs, ppl, color=color, marker="o", markersize=3, label=f"{label} (valid {min(ppl):.1f})")
+            lows.append(min(ppl))
     tops = [max(p for _, p in c["validation"]) for c in drawn.values() if c["validation"]]
     if tops:  # the first training steps (perplexity ~ vocabulary size) would squash the curves worth reading
-        ax.set_ylim(top=2 * max(tops))
+        ax.set_ylim(0.9 * min(lows), 2 * max(tops))
     ax.set_xlabel(AXES[x][2])
     ax.set_ylabel("perplexity (markers: validation; lines: training)")
-    ax.set_yscale("log")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
     if title:

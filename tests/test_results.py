@@ -59,6 +59,24 @@ def test_command_draws_the_figure(tmp_path, capsys):
     assert "Transformer + memory: 3 evaluations, best validation perplexity 170.00" in printed
 
 
+def test_figure_spans_the_curves_on_its_log_axis(tmp_path, monkeypatch):
+    """The y-range covers every curve worth reading and no more: down to the lowest (training) perplexity, up to
+    twice the worst validation one, on the log axis (a range set before the switch to log would not survive it)."""
+    from matplotlib.figure import Figure
+
+    seen, save = {}, Figure.savefig
+
+    def spy(fig, *args, **kwargs):
+        seen["scale"], seen["ylim"] = fig.axes[0].get_yscale(), fig.axes[0].get_ylim()
+        return save(fig, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", spy)
+    a = fake_run(tmp_path / "a", [(600, 300.0), (1200, 180.0), (1800, 160.0)])
+    main([str(tmp_path / "fig.png"), f"A={a}"])
+    low, high = seen["ylim"]
+    assert seen["scale"] == "log" and low == pytest.approx(0.9 * 150.0) and high == pytest.approx(2 * 300.0)
+
+
 @pytest.mark.parametrize("bad, message", [("no-equals-sign", "is not LABEL=RUN_FOLDER"),
                                           ("X=/nonexistent/run", "has no metrics.jsonl")])
 def test_command_errors_are_one_line(tmp_path, capsys, bad, message):
