@@ -59,7 +59,7 @@ def plot_runs(runs: dict[str, str | Path], path: str | Path, *, x: str = "cpu_ho
 
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=100)
     ax.set_yscale("log")  # before any limit: limits set on a linear axis do not survive the switch
-    drawn, lows = {}, []
+    drawn, lows, highs = {}, [], []
     for (label, run), color in zip(runs.items(), plt.rcParams["axes.prop_cycle"].by_key()["color"] * 4):
         curves = drawn[label] = read_curves(run, x)
         if curves["train"]:
@@ -73,9 +73,9 @@ def plot_runs(runs: dict[str, str | Path], path: str | Path, *, x: str = "cpu_ho
             xs, ppl = zip(*curves["validation"])
             ax.plot(xs, ppl, color=color, marker="o", markersize=3, label=f"{label} (valid {min(ppl):.1f})")
             lows.append(min(ppl))
-    tops = [max(p for _, p in c["validation"]) for c in drawn.values() if c["validation"]]
-    if tops:  # the first training steps (perplexity ~ vocabulary size) would squash the curves worth reading
-        ax.set_ylim(0.9 * min(lows), 2 * max(tops))
+            highs.append(max(ppl))
+    if highs:  # the first training steps (perplexity ~ vocabulary size) would squash the curves worth reading
+        ax.set_ylim(0.9 * min(lows), 2 * max(highs))
     ax.set_xlabel(AXES[x][2])
     ax.set_ylabel("perplexity (markers: validation; lines: training)")
     ax.grid(True, which="both", alpha=0.3)
