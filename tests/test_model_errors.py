@@ -105,3 +105,28 @@ def test_folder_whose_weights_have_other_shapes_than_its_config(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps(config))
     with pytest.raises(RuntimeError, match=r"ignore_mismatched_sizes"):
         AutoModelForCausalLM.from_pretrained(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "name, override, message",
+    [
+        ("lstm", {"hidden_dropout": 7.0}, r"`hidden_dropout` must be a dropout probability in \[0, 1\), got 7.0"),
+        ("gru", {"cell_type": "lstm"}, r"`cell_type` must be one of 'tanh', 'relu', 'gru'; got 'lstm'"),
+        ("transformer", {"num_attention_heads": 5}, r"`num_attention_heads` \(5\) must divide `hidden_size`"),
+    ],
+)
+def test_from_pretrained_overrides_are_checked_like_the_config(name, override, message, tmp_path):
+    # transformers applies from_pretrained(path, field=value) to the built config, after the config's own checks.
+    make_model(name).save_pretrained(tmp_path)
+    config = AutoConfig.from_pretrained(tmp_path, **override)
+    assert all(getattr(config, k) == v for k, v in override.items())  # the override did reach the config unchecked
+    with pytest.raises(ValueError, match=message):
+        AutoModelForCausalLM.from_pretrained(tmp_path, **override)
+    with pytest.raises(ValueError, match=message):
+        AutoModelForCausalLM.from_config(config)  # a config edited after it was built
+
+
+def test_memory_length_zero_is_refused_before_any_forward(tmp_path):
+    make_model("transformer", position_embedding_type="alibi", memory_length=8).save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match=r"`memory_length` must be a positive integer, got 0"):
+        AutoModelForCausalLM.from_pretrained(tmp_path, memory_length=0)

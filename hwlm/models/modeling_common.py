@@ -161,13 +161,18 @@ def lm_head_outputs(
 
 class HwlmStrictLoadingMixin:
     """
-    A `from_pretrained` that refuses a folder whose weights do not cover its config. transformers only warns about
-    missing weights and initialises them at random, which would silently hand back an untrained model. A task head
-    that is new by design (a classifier loaded from a language-model folder) names its weight prefixes in
-    `_new_head_prefixes`; those may be missing.
+    Models built only from a valid config, and a `from_pretrained` that refuses a folder whose weights do not cover
+    its config. transformers sets `from_pretrained(path, field=value)` overrides on the config after the config's
+    own checks ran, and only warns about missing weights and initialises them at random, which would silently hand
+    back an untrained model. A task head that is new by design (a classifier loaded from a language-model folder)
+    names its weight prefixes in `_new_head_prefixes`; those may be missing.
     """
 
     _new_head_prefixes: tuple[str, ...] = ()
+
+    def __init__(self, config, *args, **kwargs):
+        config.validate_hwlm()  # again: overrides and edits made after the config was built skipped its checks
+        super().__init__(config, *args, **kwargs)
 
     def save_pretrained(self, save_directory, *args, **kwargs):
         if self._auto_class is not None:  # hwlm registered its classes: name all of them, not only this one
