@@ -198,6 +198,22 @@ def test_resume_applies_a_new_learning_rate_and_records_it(prepared, tmp_path):
     assert [r["step"] for r in after] == [4, 6] and {r["lr"] for r in after} == {0.5}  # new rate and logging
 
 
+def test_cpu_time_of_a_resumed_run_continues_from_the_checkpoint(prepared, tmp_path, monkeypatch):
+    # metrics.jsonl's cpu_s is the x axis of equal-CPU comparisons: a resumed process must add to the count so far,
+    # not restart it. A fake process clock: the first process has used 100 CPU-s at every record, the resumed one 5.
+    process_clock = [100.0]
+    monkeypatch.setattr(time, "process_time", lambda: process_clock[0])
+    out = tmp_path / "run"
+    flags = ["--max_train_steps", "6", "--checkpointing_steps", "2"]
+    train_main(lstm_flags(prepared, out, *flags, "--stop_after_steps", "3"))
+    assert {r["cpu_s"] for r in records(out, "train")} == {100.0}
+    process_clock[0] = 5.0
+    train_main(lstm_flags(prepared, out, *flags, "--resume_from_checkpoint", "latest"))
+    (resume,) = records(out, "resume")
+    assert resume["cpu_s"] == 105.0
+    assert [(r["step"], r["cpu_s"]) for r in records(out, "train") if r["step"] > 3] == [(4, 105.0), (5, 105.0), (6, 105.0)]
+
+
 def test_resume_refuses_changes_to_model_layout_or_data(prepared, tmp_path):
     out = tmp_path / "run"
     train_main(lstm_flags(prepared, out, "--max_train_steps", "4", "--checkpointing_steps", "2",

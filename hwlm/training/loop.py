@@ -298,7 +298,7 @@ def _log_train(run: Run, meter: _Meter, progress) -> None:
     progress.set_postfix(loss=f"{mean:.3f}", ppl=f"{ppl:.1f}", lr=f"{lr:.3g}", tok_s=f"{tps:.0f}")
     if run.accelerator.is_main_process:
         write_metrics(run.out, {"type": "train", "step": state.global_step, "epoch": state.epoch, "loss": mean,
-                                "perplexity": ppl, "lr": lr, "tokens_per_sec": tps})
+                                "perplexity": ppl, "lr": lr, "tokens_per_sec": tps}, cpu_s=state.cpu_seconds())
     if run.args.with_tracking:
         run.accelerator.log({"train/loss": mean, "train/perplexity": ppl, "lr": lr}, step=state.global_step)
 
@@ -330,7 +330,7 @@ def validate(run: Run) -> dict:
     lr = run.scheduler.get_last_lr()[0]
     if accelerator.is_main_process:
         write_metrics(out, {"type": "eval", "split": "validation", "step": state.global_step, "epoch": state.epoch,
-                            "loss": res["loss"], "perplexity": res["perplexity"], "lr": lr})
+                            "loss": res["loss"], "perplexity": res["perplexity"], "lr": lr}, cpu_s=state.cpu_seconds())
         plot_curves(state, out / CURVES_FILE)
         best = " (best so far)" if state.best_step == state.global_step else ""
         tqdm.write(f"step {state.global_step}: validation loss {res['loss']:.3f}, ppl {res['perplexity']:.2f}, "

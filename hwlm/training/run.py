@@ -52,10 +52,18 @@ class TrainerState:
     train_curve: list = field(default_factory=list)  # [step, loss]
     valid_curve: list = field(default_factory=list)  # [step, perplexity]
     carried: Any = None  # the model's carried state (recurrent state, segment memory) at the checkpoint
+    cpu_s_before: float = 0.0  # CPU seconds of the processes before this one: a resumed run continues the count
+
+    def cpu_seconds(self) -> float:
+        """The run's CPU seconds so far (every thread counted): earlier processes' plus this process's."""
+        return self.cpu_s_before + time.process_time()
 
     def state_dict(self) -> dict:
-        """Everything but ``carried`` (saved per process as safetensors), as JSON-able values."""
-        return {k: v for k, v in asdict(self).items() if k != "carried"}
+        """Everything but ``carried`` (saved per process as safetensors), as JSON-able values; ``cpu_s_before`` is
+        the count so far, where the process that resumes from it starts."""
+        state = {k: v for k, v in asdict(self).items() if k != "carried"}
+        state["cpu_s_before"] = round(self.cpu_seconds(), 2)
+        return state
 
     def load_state_dict(self, state: dict) -> None:
         for key, value in state.items():
@@ -129,10 +137,12 @@ class Run:
                     window=self.data_args.block_size, stride=a.eval_stride, pad_token_id=self.pad_token_id)
 
 
-def write_metrics(out: Path, record: dict) -> None:
-    """Append one JSON record to ``metrics.jsonl``, stamped with the wall clock (``time``, Unix seconds) and this
-    process's CPU seconds so far (``cpu_s``, every thread counted), so curves can be drawn against CPU time."""
-    stamped = {**record, "time": round(time.time(), 3), "cpu_s": round(time.process_time(), 2)}
+def write_metrics(out: Path, record: dict, cpu_s: float | None = None) -> None:
+    """Append one JSON record to ``metrics.jsonl``, stamped with the wall clock (``time``, Unix seconds) and the
+    run's CPU seconds so far (``cpu_s``, every thread counted; `TrainerState.cpu_seconds`, which continues across
+    resumes; this process's by default), so curves can be drawn against CPU time."""
+    cpu_s = time.process_time() if cpu_s is None else cpu_s
+    stamped = {**record, "time": round(time.time(), 3), "cpu_s": round(cpu_s, 2)}
     with open(out / METRICS_FILE, "a") as fh:
         fh.write(json.dumps(stamped) + "\n")
 

@@ -122,5 +122,5 @@ def resume(run: Run, resume_path: Path, saved: dict, changes: dict) -> None:
         truncate_metrics(out / METRICS_FILE, run.state.global_step, keep_copy_as=keep)
         write_metrics(out, {"type": "resume", "step": run.state.global_step, "from": str(resume_path),
                             "branch": branch, "changed": changes, "lr": run.scheduler.get_last_lr()[0],
-                            **({"best_model_set_aside": str(aside)} if aside else {})})
+                            **({"best_model_set_aside": str(aside)} if aside else {})}, cpu_s=run.state.cpu_seconds())
     accelerator.wait_for_everyone()
