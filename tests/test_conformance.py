@@ -218,8 +218,12 @@ def test_trainer_with_gradient_checkpointing(family, tokenizer, tmp_path):
         train_dataset=lm_dataset(tokenizer, 16, seed=1),
         data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False),
     )
+    calls = []
+    first = next(m for m in model.model.layers[0].modules() if isinstance(m, (torch.nn.RNNBase, torch.nn.Linear)))
+    first.register_forward_pre_hook(lambda *_: calls.append(1))
     result = trainer.train()
-    assert model.is_activation_checkpointing and result.training_loss > 0
+    assert model.is_activation_checkpointing and result.global_step == 2
+    assert len(calls) == 2 * 2  # each step ran layer 1 twice: forward, then its recomputation in backward
 
 
 class _Logits(torch.nn.Module):
