@@ -395,6 +395,10 @@ class HwlmTransformerForCausalLM(HwlmCausalLMMixin, HwlmGenerationMixin, HwlmTra
         super().__init__(config)
         self.model = HwlmTransformerModel(config)
         self.lm_head = build_lm_head(config, config.hidden_size)
+        if config.memory_length is None:
+            # By default generate up to the context (ContextLimitCriteria stops there); a pipeline then adds no
+            # default length of its own (its 256 new tokens would overrun a short context).
+            self.generation_config.max_new_tokens = config.max_position_embeddings
         self.post_init()
 
     def generation_context_limit(self) -> int | None:
