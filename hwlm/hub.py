@@ -244,6 +244,13 @@ def save_hub_folder(folder: str | os.PathLike, model, tokenizer, *, card: dict[s
     return write_model_card(folder, config=model.config, **card)
 
 
+# never uploaded: training state, and the run-internal markers (hwlm_run.json lists what --overwrite_output_dir may
+# delete: a downloaded copy must not carry that list into someone else's folder), the lock and temporary files
+PUSH_IGNORE = (
+    "checkpoints/**", "best_model/**", "best_model-before-branch*/**", "metrics-before-branch*.jsonl", "runs/**",
+    "*.tmp*", ".hwlm.lock", "hwlm_run.json", "hwlm_data.json", "hwlm_tokenizer.json",
+)
+
 HUB_TIMEOUT = 60.0  # seconds without an answer (connect, each read or write) before a request fails
 HUB_MAX_RETRIES = 3  # further attempts after a timeout, a lost connection or a 5xx answer
 
@@ -294,7 +301,8 @@ def push_folder(
     max_retries: int = HUB_MAX_RETRIES,
     retry_wait: float = 2.0,
 ) -> str:
-    """Create ``repo_id`` if needed and upload every file of ``folder`` except checkpoints; return the commit URL.
+    """Create ``repo_id`` if needed and upload every file of ``folder`` except checkpoints and the run-internal
+    markers (`PUSH_IGNORE`); return the commit URL.
 
     Set ``HF_ENDPOINT`` to target another hub (the tests use a server on loopback). Every request gives up after
     ``timeout`` seconds without an answer; the whole upload is tried ``1 + max_retries`` times, waiting
@@ -322,7 +330,7 @@ def push_folder(
                     repo_id=repo_id,
                     folder_path=str(folder),
                     commit_message=commit_message,
-                    ignore_patterns=["checkpoints/**", "best_model/**", "runs/**", "*.tmp*", ".hwlm.lock"],
+                    ignore_patterns=list(PUSH_IGNORE),
                 )
             return str(getattr(info, "commit_url", info))
         except Exception as err:

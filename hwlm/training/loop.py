@@ -53,6 +53,7 @@ from hwlm.training.session import (
     check_launch,
     claim_output_dir,
     is_useless_loss,
+    owned_by_train,
     process_table,
     state_writer,
 )
@@ -106,7 +107,7 @@ def train(model_args, data_args, args, command: str | None = None) -> dict[str, 
         payload["processes"] = process_table(accelerator)  # one entry per rank: proof of what actually ran
         lock = claim_output_dir(accelerator, args, marker=RUN_FILE, writes=TRAIN_WRITES, check=check_output_dir,
                                 resume=saved is not None, payload=payload)
-        with tracked_writes(out, RUN_FILE) if accelerator.is_main_process else nullcontext():
+        with tracked_writes(out, RUN_FILE, owned_by_train) if accelerator.is_main_process else nullcontext():
             run = build_run(accelerator, model_args, data_args, args, command=command, settings=settings,
                             resume_path=resume_path, saved=saved, changes=changes)
             return _fit_and_export(run)

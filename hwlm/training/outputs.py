@@ -8,8 +8,15 @@ A command (``hwlm-train``, ``hwlm-tokenizer``) writes into its ``--output_dir`` 
   for training, ``hwlm_tokenizer.json`` for a tokenizer).
 
 Anything else is refused before any work, naming the files the command would have replaced. The marker's
-``"written"`` list holds the top-level entries the command created, so ``--overwrite_output_dir`` removes
-exactly those and never a file the user put there.
+``"written"`` list holds the top-level entries the command created (only names the command itself writes, never
+a file the user saved there meanwhile), with the SHA-256 of each such file as it was when the command finished,
+so ``--overwrite_output_dir`` removes exactly those and never a file the user put there or changed since.
+
+Nothing outside the folder is touched, whatever the folder holds: a ``"written"`` entry must be one plain name
+(no ``/``, no ``..``, not absolute), a symbolic link is removed as a link and never followed, and a folder where
+the command would write through a link is refused. A marker is trusted for deletion only in the folder that
+wrote it (it records that folder's device and inode): a marker copied or downloaded with a folder (a Hub repo)
+deletes nothing. The lock and the markers are opened with ``O_NOFOLLOW``.
 
 While a command writes, ``<output_dir>/.hwlm.lock`` holds its process id and host. The lock is an
 ``fcntl.flock`` on that file, so the operating system releases it when the owner dies (``kill -9``
@@ -19,21 +26,28 @@ file is removed when the owner exits normally.
 
 from __future__ import annotations
 
+import errno
 import fcntl
+import hashlib
 import json
 import os
 import shutil
 import socket
+import stat
+import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 __all__ = [
     "LOCK_NAME",
     "OutputDirError",
     "OutputLock",
     "check_output_dir",
+    "check_no_links",
     "clear_written",
+    "contained_entry",
+    "marker_trusted",
     "read_marker",
     "record_written",
     "tracked_writes",
@@ -46,16 +60,101 @@ class OutputDirError(ValueError):
     """``--output_dir`` is not one hwlm may write into (someone else's files, another command, a live lock)."""
 
 
-def read_marker(folder: str | os.PathLike, marker: str) -> dict | None:
-    """The marker's JSON content, or None when the folder has no such marker (or it is not JSON)."""
-    path = Path(folder) / marker
-    if not path.is_file():
+def _read_nofollow(path: Path) -> bytes | None:
+    """The bytes of the regular file at ``path``, or None when it is absent, a link or not a regular file."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:  # ELOOP (a link), ENOENT, EACCES, ...
         return None
     try:
-        data = json.loads(path.read_text())
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        with os.fdopen(fd, "rb", closefd=False) as fh:
+            return fh.read()
+    finally:
+        os.close(fd)
+
+
+def read_marker(folder: str | os.PathLike, marker: str) -> dict | None:
+    """The marker's JSON content, or None when the folder has no such marker (or it is a link, or not JSON)."""
+    raw = _read_nofollow(Path(folder) / marker)
+    if raw is None:
+        return None
+    try:
+        data = json.loads(raw.decode("utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError):
         return None
     return data if isinstance(data, dict) else None
+
+
+def _folder_id(folder: Path) -> dict:
+    st = os.stat(folder)
+    return {"dev": st.st_dev, "ino": st.st_ino}
+
+
+def marker_trusted(folder: str | os.PathLike, data: dict | None) -> bool:
+    """True when the marker ``data`` was written in ``folder`` itself (same device and inode), so its
+    ``"written"`` list may direct deletions. A marker copied or downloaded with a folder is not."""
+    if not data or not isinstance(data.get("folder_id"), dict):
+        return False
+    try:
+        return data["folder_id"] == _folder_id(Path(folder))
+    except OSError:
+        return False
+
+
+def contained_entry(folder: str | os.PathLike, name: str) -> Path:
+    """``folder/name`` after checking that ``name`` is one plain entry of ``folder``: not empty, not ``.`` or
+    ``..``, no path separator, not absolute (so the path cannot leave the folder; a link is never followed by
+    the callers).
+
+    Raises:
+        OutputDirError: naming the entry.
+    """
+    if (not isinstance(name, str) or name in ("", ".", "..") or "/" in name or "\\" in name or "\0" in name
+            or os.path.isabs(name)):
+        raise OutputDirError(
+            f"{str(folder)!r}: the entry {name!r} in hwlm's record does not name a file inside the folder; hwlm "
+            "touches nothing outside its output folder. The record was edited or comes from elsewhere: remove "
+            "the run's files yourself, or choose another --output_dir."
+        )
+    return Path(folder) / name
+
+
+def _sha256(path: Path) -> str | None:
+    """SHA-256 of a regular file (not followed through a link), or None for anything else."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        with os.fdopen(fd, "rb", closefd=False) as fh:
+            return hashlib.file_digest(fh, "sha256").hexdigest()
+    finally:
+        os.close(fd)
+
+
+def check_no_links(folder: str | os.PathLike, names: Iterable[str]) -> None:
+    """Refuse a folder where hwlm would write through a symbolic link: any of ``names`` (top-level entries the
+    command writes, the lock) that is a link, or a link anywhere inside those of them that are folders.
+
+    Raises:
+        OutputDirError: naming the link.
+    """
+    out = Path(folder)
+    for name in sorted(set(names) | {LOCK_NAME}):
+        path = out / name
+        links = [path] if path.is_symlink() else []
+        if not links and path.is_dir():
+            for root, dirs, files in os.walk(path):  # os.walk does not descend into links
+                links += [Path(root) / n for n in dirs + files if (Path(root) / n).is_symlink()]
+        if links:
+            raise OutputDirError(
+                f"{str(links[0])!r} in --output_dir is a symbolic link; hwlm writes only inside its output folder "
+                "and never through a link. Remove the link, or choose another --output_dir."
+            )
 
 
 def _entries(folder: Path) -> set[str]:
@@ -67,7 +166,7 @@ def _written(folder: Path, marker: str, legacy: Iterable[str]) -> list[str]:
     the command's known output names that are present."""
     data = read_marker(folder, marker) or {}
     if isinstance(data.get("written"), list):
-        return [str(n) for n in data["written"]]
+        return [n if isinstance(n, str) else repr(n) for n in data["written"]]
     present = _entries(folder)
     return sorted({marker, *legacy} & present)
 
@@ -101,6 +200,7 @@ def check_output_dir(
     if out.exists() and not out.is_dir():
         raise OutputDirError(f"--output_dir {str(out)!r} is a file, not a folder; choose a folder path.")
     present = _entries(out)
+    check_no_links(out, [*would_write, marker])
     if not present:
         return
     if read_marker(out, marker) is None:
@@ -130,46 +230,95 @@ def check_output_dir(
 def clear_written(folder: str | os.PathLike, marker: str, legacy: Iterable[str] = ()) -> list[str]:
     """Remove the entries the marker says hwlm wrote (the marker itself last); return their names.
 
-    Files the user added to the folder afterwards stay.
+    Every entry is checked to be a plain name inside the folder (`contained_entry`) before anything is removed;
+    a link is removed as a link, never followed. A file whose SHA-256 differs from the one recorded when hwlm
+    wrote it (the user changed it since) is kept. Files the user added to the folder afterwards stay.
+
+    Raises:
+        OutputDirError: the marker was not written in this folder (copied or downloaded with it: its list is
+            not trusted), or names an entry outside the folder; nothing is removed then.
     """
     out = Path(folder)
+    data = read_marker(out, marker)
+    if data is not None and isinstance(data.get("written"), list) and not marker_trusted(out, data):
+        raise OutputDirError(
+            f"{str(out / marker)!r} was not written in this folder (it was copied or downloaded with it, or written "
+            "by an older hwlm), so --overwrite_output_dir will not delete what it lists. Remove the earlier run's "
+            "files yourself, or choose another --output_dir."
+        )
     names = _written(out, marker, legacy)
-    for name in sorted(names, key=lambda n: n == marker):
-        path = out / name
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path)
-        elif path.exists() or path.is_symlink():
+    paths = [contained_entry(out, name) for name in names]  # all checked before the first removal
+    hashes = (data or {}).get("sha256") or {}
+    removed = []
+    for name, path in sorted(zip(names, paths), key=lambda np: np[0] == marker):
+        if path.is_symlink():
             path.unlink()
-    return names
+        elif path.is_dir():
+            shutil.rmtree(path)  # removes links inside as links (fd-based on Linux)
+        elif path.exists():
+            recorded = hashes.get(name) if isinstance(hashes, dict) else None
+            if recorded is not None and name != marker and _sha256(path) != recorded:
+                continue  # changed since hwlm wrote it: the user's now
+            path.unlink()
+        else:
+            continue
+        removed.append(name)
+    return removed
 
 
-def record_written(folder: str | os.PathLike, marker: str, names: Iterable[str], payload: dict | None = None) -> None:
+def write_atomic(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to ``path`` through a fresh temporary file in the same folder (``O_EXCL``: never through
+    a link placed there) renamed over ``path`` (a link at ``path`` is replaced, not followed)."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def record_written(folder: str | os.PathLike, marker: str, names: Iterable[str], payload: dict | None = None,
+                   *, hash_files: bool = False) -> None:
     """Add ``names`` to the marker's ``"written"`` list (creating the marker, with ``payload``, if needed).
 
-    The marker is replaced atomically (write to a temporary file, then rename).
+    The marker records the folder's identity (`marker_trusted`); a marker from elsewhere starts a new list. With
+    ``hash_files`` the SHA-256 of every listed file is recorded (the command has finished writing them);
+    otherwise the recorded hashes are dropped (the command is about to rewrite its files). The marker is
+    replaced atomically (`write_atomic`).
     """
     out = Path(folder)
     data = read_marker(out, marker) or {}
+    trusted = marker_trusted(out, data)
     if payload:
         data.update(payload)
-    written = set(data.get("written") or []) | set(names) | {marker}
+    written = (set(data.get("written") or []) if trusted else set()) | set(names) | {marker}
+    for name in written:
+        contained_entry(out, name)
     data["written"] = sorted(written)
-    tmp = out / f".{marker}.tmp"
-    tmp.write_text(json.dumps(data, indent=2, default=str, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(tmp, out / marker)
+    data["folder_id"] = _folder_id(out)
+    data["sha256"] = {}
+    if hash_files:
+        data["sha256"] = {n: h for n in sorted(written - {marker}) if (h := _sha256(out / n)) is not None}
+    write_atomic(out / marker, json.dumps(data, indent=2, default=str, ensure_ascii=False) + "\n")
 
 
 @contextmanager
-def tracked_writes(folder: str | os.PathLike, marker: str) -> Iterator[None]:
-    """Record in the marker every top-level entry that appears in ``folder`` inside the ``with`` block."""
+def tracked_writes(folder: str | os.PathLike, marker: str, owns: Callable[[str], bool]) -> Iterator[None]:
+    """Record in the marker the top-level entries that appear in ``folder`` inside the ``with`` block and that
+    the command writes (``owns(name)``), with their hashes: a file the user saves into the folder meanwhile is
+    not the command's and is never recorded."""
     out = Path(folder)
     before = _entries(out)
     try:
         yield
     finally:
-        new = _entries(out) - before - {f".{marker}.tmp"}
-        if new:
-            record_written(out, marker, new)
+        new = {n for n in _entries(out) - before if owns(n)}
+        record_written(out, marker, new, hash_files=True)
 
 
 class OutputLock:
@@ -186,13 +335,31 @@ class OutputLock:
     def owner(self) -> dict:
         """The lock file's content (pid, host, command), or {} when it is absent or unreadable."""
         try:
-            return json.loads(self.path.read_text())
-        except (OSError, json.JSONDecodeError):
+            data = json.loads((_read_nofollow(self.path) or b"").decode("utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError):
             return {}
+        return data if isinstance(data, dict) else {}
+
+    def _open(self) -> int:
+        """Open (or create) the lock file itself, never a file a link there points to."""
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o644)
+        except OSError as err:
+            if err.errno != errno.ELOOP:
+                raise
+            fd = None
+        if fd is not None and stat.S_ISREG(os.fstat(fd).st_mode):
+            return fd
+        if fd is not None:
+            os.close(fd)
+        raise OutputDirError(
+            f"{str(self.path)!r} is a symbolic link or not a regular file; hwlm will not write its lock through it. "
+            "Remove it, or choose another --output_dir."
+        )
 
     def acquire(self) -> "OutputLock":
         for _ in range(5):  # retry only when the file was replaced between open and flock (see below)
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            fd = self._open()
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:

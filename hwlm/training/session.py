@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from hwlm.training.checkpoint import (
     save_carried,
 )
 from hwlm.training.outputs import OutputDirError, OutputLock, clear_written, record_written
+from hwlm.training.run import TRAIN_WRITES
 
 __all__ = [
     "BEST_RECORD",
@@ -30,6 +32,7 @@ __all__ = [
     "claim_output_dir",
     "is_useless_loss",
     "next_branch",
+    "owned_by_train",
     "process_table",
     "restore_state",
     "state_writer",
@@ -61,6 +64,21 @@ def check_launch(accelerator) -> None:
             f"ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes {world} ...; on GPUs check that "
             "torch sees them (torch.cuda.device_count())."
         )
+
+
+# entries hwlm-train writes besides TRAIN_WRITES: the model code save_pretrained copies (a file of hwlm/models),
+# an abandoned timeline's copies (resume), and accelerate's tracker folders (--with_tracking)
+_TIMELINE_COPIES = re.compile(r"^(metrics-before-branch\d+\.jsonl|best_model-before-branch\d+)$")
+_TRACKER_DIRS = ("hwlm", "runs")
+
+
+def owned_by_train(name: str) -> bool:
+    """True for a top-level name hwlm-train itself writes into its output folder (recorded in its marker)."""
+    import hwlm.models
+
+    if name in TRAIN_WRITES or name in _TRACKER_DIRS or _TIMELINE_COPIES.match(name):
+        return True
+    return name.endswith(".py") and (Path(hwlm.models.__file__).parent / name).is_file()
 
 
 def process_table(accelerator) -> list[dict]:

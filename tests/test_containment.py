@@ -1,0 +1,212 @@
+"""Issue 22 ("nothing outside the folder, nothing half-written"), one test per reproduced failure.
+
+Every path hwlm deletes or writes stays inside its output folder whatever the folder holds (crafted markers,
+links, a downloaded marker); a file the user saves is never recorded as hwlm's; hwlm-push uploads no
+run-internal marker. Each test fails on the code before the fix.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from _toy import lstm_flags, prepare_toy
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory) -> Path:
+    return prepare_toy(tmp_path_factory.mktemp("toy"))
+
+
+def train_main(argv):
+    from hwlm.cli.train import run
+
+    return run(argv)
+
+
+def own_folder(tmp_path: Path, written: list) -> Path:
+    """A folder with a marker hwlm wrote there (trusted), whose list is then edited to ``written``."""
+    from hwlm.training.outputs import record_written
+
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "config.json").write_text("{}")
+    record_written(out, "hwlm_run.json", ["config.json"])
+    record = json.loads((out / "hwlm_run.json").read_text())
+    record["written"] = written
+    (out / "hwlm_run.json").write_text(json.dumps(record))
+    return out
+
+
+def victims(tmp_path: Path) -> dict[str, Path]:
+    outside = tmp_path / "outside"
+    (outside / "linked").mkdir(parents=True)
+    files = {"victim": outside / "victim", "abs": outside / "abs", "through_link": outside / "linked" / "file"}
+    for f in files.values():
+        f.write_text("precious")
+    return files
+
+
+# ------------------------------------------------------------------ 1. --overwrite_output_dir stays inside
+
+
+def test_clear_written_refuses_entries_outside_the_folder_and_deletes_nothing(tmp_path):
+    from hwlm.training.outputs import OutputDirError, clear_written
+
+    files = victims(tmp_path)
+    out = tmp_path / "run"
+    for entry in ("../outside/victim", str(files["abs"]), "linkdir/file"):
+        if out.exists():
+            import shutil
+
+            shutil.rmtree(out)
+        out = own_folder(tmp_path, ["config.json", entry, "hwlm_run.json"])
+        (out / "linkdir").symlink_to(tmp_path / "outside" / "linked")
+        with pytest.raises(OutputDirError, match=r"does not name a file inside the folder"):
+            clear_written(out, "hwlm_run.json")
+        assert all(f.read_text() == "precious" for f in files.values())
+        assert (out / "config.json").exists()  # checked before the first removal: nothing removed
+
+
+def test_overwrite_output_dir_with_a_crafted_marker_is_a_clear_error(prepared, tmp_path):
+    files = victims(tmp_path)
+    out = own_folder(tmp_path, ["config.json", "../outside/victim", "hwlm_run.json"])
+    with pytest.raises(ValueError, match=r"'\.\./outside/victim' in hwlm's record does not name a file inside"):
+        train_main(lstm_flags(prepared, out, "--max_train_steps", "1", "--overwrite_output_dir"))
+    assert files["victim"].read_text() == "precious"
+
+
+def test_a_link_in_the_written_list_is_removed_as_a_link(tmp_path):
+    from hwlm.training.outputs import clear_written
+
+    files = victims(tmp_path)
+    out = own_folder(tmp_path, ["config.json", "checkpoints", "hwlm_run.json"])
+    (out / "checkpoints").symlink_to(tmp_path / "outside" / "linked")
+    clear_written(out, "hwlm_run.json")
+    assert not (out / "checkpoints").is_symlink() and files["through_link"].read_text() == "precious"
+
+
+def test_a_downloaded_marker_is_never_trusted_for_deletion(prepared, tmp_path):
+    """A marker that comes with a copied or downloaded folder (another inode) deletes nothing."""
+    import shutil
+
+    out = tmp_path / "run"
+    train_main(lstm_flags(prepared, out, "--max_train_steps", "1", "--checkpointing_steps", "no"))
+    copy = tmp_path / "downloaded"
+    shutil.copytree(out, copy)
+    before = sorted(p.name for p in copy.iterdir())
+    with pytest.raises(ValueError, match=r"was not written in this folder .* will not delete what it lists"):
+        train_main(lstm_flags(prepared, copy, "--max_train_steps", "1", "--overwrite_output_dir"))
+    assert sorted(p.name for p in copy.iterdir()) == before
+
+
+# ------------------------------------------------------------------ 2. the user's files are not hwlm's
+
+
+def test_a_file_saved_during_a_run_is_not_recorded_as_hwlms(tmp_path):
+    from hwlm.training.outputs import clear_written, record_written, tracked_writes
+    from hwlm.training.session import owned_by_train
+
+    out = tmp_path / "run"
+    out.mkdir()
+    record_written(out, "hwlm_run.json", [])
+    with tracked_writes(out, "hwlm_run.json", owned_by_train):
+        (out / "config.json").write_text("{}")  # hwlm's
+        (out / "modeling_recurrent.py").write_text("# hwlm's model code")
+        (out / "notes.txt").write_text("the user's, saved while the run goes")
+        (out / "best_model-before-branch1").mkdir()
+    written = json.loads((out / "hwlm_run.json").read_text())["written"]
+    assert {"config.json", "modeling_recurrent.py", "best_model-before-branch1"} <= set(written)
+    assert "notes.txt" not in written
+    clear_written(out, "hwlm_run.json")
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
+
+
+def test_a_file_changed_since_hwlm_wrote_it_is_kept(tmp_path):
+    from hwlm.training.outputs import clear_written, record_written
+
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "README.md").write_text("hwlm's card")
+    (out / "all_results.json").write_text("{}")
+    record_written(out, "hwlm_run.json", ["README.md", "all_results.json"], hash_files=True)
+    (out / "README.md").write_text("the user's edits")
+    assert clear_written(out, "hwlm_run.json") == ["all_results.json", "hwlm_run.json"]
+    assert (out / "README.md").read_text() == "the user's edits"
+
+
+# ------------------------------------------------------------------ 3. the lock and the markers are not followed
+
+
+def test_a_lock_that_is_a_link_is_refused_and_its_target_untouched(prepared, tmp_path):
+    from hwlm.training.outputs import LOCK_NAME, OutputDirError, OutputLock
+
+    target = tmp_path / "victim.txt"
+    target.write_text("precious")
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / LOCK_NAME).symlink_to(target)
+    with pytest.raises(OutputDirError, match=r"\.hwlm\.lock' is a symbolic link"):
+        OutputLock(out, "test").acquire()
+    with pytest.raises(ValueError, match=r"\.hwlm\.lock' in --output_dir is a symbolic link"):
+        train_main(lstm_flags(prepared, out, "--max_train_steps", "1"))
+    from hwlm.cli.train_tokenizer import run as tokenizer_main
+
+    corpus = tmp_path / "train.txt"
+    corpus.write_text("".join(f"w{i} w{i + 1}\n" for i in range(40)))
+    with pytest.raises(ValueError, match=r"is a symbolic link"):
+        tokenizer_main(["--train_file", str(corpus), "--output_dir", str(out)])
+    assert target.read_text() == "precious"
+
+
+def test_a_link_inside_the_run_folder_is_refused_before_writing(prepared, tmp_path):
+    out = tmp_path / "run"
+    train_main(lstm_flags(prepared, out, "--max_train_steps", "1", "--checkpointing_steps", "1"))
+    target = tmp_path / "elsewhere"
+    target.mkdir()
+    (out / "checkpoints" / ".tmp-step_00000002").symlink_to(target)
+    with pytest.raises(ValueError, match=r"\.tmp-step_00000002' in --output_dir is a symbolic link"):
+        train_main(lstm_flags(prepared, out, "--max_train_steps", "2", "--checkpointing_steps", "1",
+                              "--resume_from_checkpoint", "latest"))
+    assert list(target.iterdir()) == []
+
+
+def test_marker_written_through_a_fresh_file_not_a_planted_link(tmp_path):
+    from hwlm.training.outputs import record_written
+
+    target = tmp_path / "victim.txt"
+    target.write_text("precious")
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / ".hwlm_run.json.tmp").symlink_to(target)  # the old fixed temporary name
+    record_written(out, "hwlm_run.json", [])
+    assert target.read_text() == "precious" and (out / "hwlm_run.json").is_file()
+
+
+# ------------------------------------------------------------------ 1. hwlm-push uploads no run-internal marker
+
+
+def test_push_does_not_upload_run_internal_markers(tmp_path):
+    from hub_server import start_hub_server
+
+    folder = tmp_path / "model"
+    folder.mkdir()
+    for name in ("config.json", "model.safetensors", "README.md", "hwlm_run.json", "metrics-before-branch1.jsonl"):
+        (folder / name).write_text("{}")
+    server = start_hub_server()
+    try:
+        env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "HF_TOKEN")}
+        env.update(HF_ENDPOINT=server.url, HF_TOKEN="hf_dummy_token", HF_HUB_DISABLE_TELEMETRY="1")
+        proc = subprocess.run([sys.executable, str(REPO / "scripts" / "push.py"), str(folder), "someone/tiny-lm"],
+                              env=env, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert set(server.files) == {"config.json", "model.safetensors", "README.md"}
+    finally:
+        server.shutdown()
