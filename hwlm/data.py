@@ -885,6 +885,7 @@ def load_prepared(
                 f"{meta['tokenizer_fingerprint']} recorded, {fingerprint} for tokenizer {name}. Token ids "
                 f"would not match; use {folder / 'tokenizer'} or re-run hwlm-prepare with --tokenizer_name."
             )
+    _check_token_files(folder, meta)
     return PreparedData(
         streams=load_from_disk(str(folder / "streams")),
         blocks=load_from_disk(str(folder / "blocks")),
@@ -897,6 +898,23 @@ def load_prepared(
         path=folder,
         token_files={s: folder / f for s, f in meta.get("token_files", {}).items()},
     )
+
+
+def _check_token_files(folder: Path, meta: dict) -> None:
+    """Refuse a prepared folder whose token files do not hold the counts ``hwlm_data.json`` records (a folder an
+    older hwlm left half-rewritten, or a truncated file): training on it would be silently wrong."""
+    for split, name in meta.get("token_files", {}).items():
+        expected = (meta.get("splits") or {}).get(split, {}).get("tokens")
+        try:
+            found = len(np.load(folder / name, mmap_mode="r"))
+        except (OSError, ValueError) as err:
+            found = f"an unreadable file ({' '.join(str(err).split())[:80]})"
+        if found != expected:
+            raise ValueError(
+                f"the prepared folder {str(folder)!r} is inconsistent: hwlm_data.json records {expected} {split} "
+                f"tokens but {name} holds {found} (a preparation was interrupted, or the file was changed). "
+                f"Run hwlm-prepare --output_dir {folder} again."
+            )
 
 
 def resolve_tokenizer(args: DataArguments, corpus: DatasetDict) -> PreTrainedTokenizerBase:

@@ -210,3 +210,127 @@ def test_push_does_not_upload_run_internal_markers(tmp_path):
         assert set(server.files) == {"config.json", "model.safetensors", "README.md"}
     finally:
         server.shutdown()
+
+
+# ------------------------------------------------------------------ 4. preparation is atomic
+
+
+def prepare_main(argv):
+    from hwlm.cli.prepare import run
+
+    return run(argv)
+
+
+@pytest.fixture()
+def two_corpora(tmp_path) -> tuple[list[str], list[str]]:
+    """Flags of two corpora of the same words (one tokenizer fits both) but different text and sizes."""
+    from _toy import write_toy_corpus
+
+    a = write_toy_corpus(tmp_path / "a", n_train=150)
+    b = write_toy_corpus(tmp_path / "b", n_train=60)
+    Path(b["train_file"]).write_text("\n".join(reversed(Path(b["train_file"]).read_text().splitlines())) + "\n")
+    flags = lambda f: [x for k, v in f.items() for x in (f"--{k}", v)] + ["--block_size", "16"]  # noqa: E731
+    return flags(a), flags(b)
+
+
+def prepared_state(out: Path) -> tuple[dict, int]:
+    from hwlm.data import load_prepared
+
+    data = load_prepared(out)
+    return data.stats["train"], len(data.stream_tensor("train")), len(data.streams["train"])
+
+
+def test_an_interrupted_re_prepare_leaves_the_old_folder_whole(two_corpora, tmp_path, monkeypatch):
+    from transformers import PreTrainedTokenizerBase
+
+    a, b = two_corpora
+    out = tmp_path / "prep"
+    prepare_main([*a, "--output_dir", str(out)])
+    before = prepared_state(out)
+    tokenizer = ["--tokenizer_name", str(out / "tokenizer")]
+    (out / "notes.txt").write_text("mine")
+    calls = []
+
+    def interrupt(self, *args, **kwargs):  # Ctrl-C once streams/, blocks/ and tokens/ of the new corpus are written
+        calls.append(1)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(PreTrainedTokenizerBase, "save_pretrained", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        prepare_main([*b, *tokenizer, "--output_dir", str(out)])
+    assert calls and prepared_state(out) == before  # counts and token file still describe the old corpus
+    assert before[1:] == (before[0]["tokens"], before[0]["lines"])
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".prep")) == []  # no staging left
+    assert (out / "notes.txt").read_text() == "mine"
+    monkeypatch.undo()
+    prepare_main([*b, *tokenizer, "--output_dir", str(out)])
+    after = prepared_state(out)
+    assert after != before and after[1:] == (after[0]["tokens"], after[0]["lines"])
+    assert (out / "notes.txt").read_text() == "mine"  # the user's file travels into the new folder
+
+
+def test_a_disk_full_re_prepare_is_one_line_and_keeps_the_folder(two_corpora, tmp_path, monkeypatch):
+    import errno
+
+    import numpy as np
+
+    a, b = two_corpora
+    out = tmp_path / "prep"
+    prepare_main([*a, "--output_dir", str(out)])
+    before = prepared_state(out)
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(np.lib.format, "write_array_header_1_0", full)  # the token file's first write
+    monkeypatch.setattr("shutil.copyfile", full)
+    with pytest.raises(ValueError, match=r"no space left on the device while writing .*the folder is unchanged"):
+        prepare_main([*b, "--tokenizer_name", str(out / "tokenizer"), "--output_dir", str(out)])
+    monkeypatch.undo()
+    assert prepared_state(out) == before
+
+
+def test_a_killed_fresh_prepare_is_cleaned_by_the_next_run(two_corpora, tmp_path):
+    from hwlm.training.outputs import STAGING_FLAG, staging_paths
+
+    a, _ = two_corpora
+    out = tmp_path / "prep"
+    stage, _ = staging_paths(out)
+    (stage / "streams").mkdir(parents=True)  # what a kill -9 in the middle of a fresh prepare leaves
+    (stage / STAGING_FLAG).write_text("hwlm-prepare")
+    assert not out.exists()  # and no half-written folder at the path training would read
+    prepare_main([*a, "--output_dir", str(out)])
+    assert not stage.exists() and prepared_state(out)[0]["tokens"] > 0
+
+
+def test_a_staged_swap_cut_between_its_renames_is_finished_by_the_next_run(tmp_path):
+    from hwlm.training.outputs import COMPLETE_FLAG, REPLACED_FLAG, STAGING_FLAG, recover_staged, staging_paths
+
+    out = tmp_path / "prep"
+    stage, previous = staging_paths(out)
+    for folder, flags, content in ((stage, (STAGING_FLAG, COMPLETE_FLAG), "new"), (previous, (REPLACED_FLAG,), "old")):
+        folder.mkdir()
+        (folder / "hwlm_data.json").write_text(content)
+        for flag in flags:
+            (folder / flag).write_text("x")
+    recover_staged(out, ["hwlm_data.json"])
+    assert (out / "hwlm_data.json").read_text() == "new" and not stage.exists() and not previous.exists()
+
+
+def test_a_prepared_folder_whose_tokens_disagree_with_its_record_is_refused(two_corpora, tmp_path):
+    """What an older hwlm's interrupted re-prepare left: hwlm_data.json of one corpus over tokens of another."""
+    import shutil
+
+    a, b = two_corpora
+    prepare_main([*a, "--output_dir", str(tmp_path / "pa")])
+    prepare_main([*b, "--tokenizer_name", str(tmp_path / "pa" / "tokenizer"), "--output_dir", str(tmp_path / "pb")])
+    shutil.copyfile(tmp_path / "pb" / "tokens" / "train.npy", tmp_path / "pa" / "tokens" / "train.npy")
+    from hwlm.data import load_prepared
+
+    with pytest.raises(ValueError, match=r"inconsistent: hwlm_data.json records \d+ train tokens but tokens/train.npy "
+                                         r"holds \d+ .* Run hwlm-prepare"):
+        load_prepared(tmp_path / "pa")
+    with open(tmp_path / "pb" / "tokens" / "train.npy", "r+b") as fh:  # a truncated file (a full disk)
+        fh.truncate(200)
+    with pytest.raises(ValueError, match=r"holds an unreadable file"):
+        load_prepared(tmp_path / "pb")

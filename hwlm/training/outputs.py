@@ -48,6 +48,9 @@ __all__ = [
     "clear_written",
     "contained_entry",
     "marker_trusted",
+    "recover_staged",
+    "staged_output",
+    "staging_paths",
     "read_marker",
     "record_written",
     "tracked_writes",
@@ -405,3 +408,125 @@ class OutputLock:
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+# ----------------------------------------------------------------------------------- staged (atomic) output
+
+STAGING_FLAG = ".hwlm-staging"  # in a staging folder from its creation: the folder is hwlm's to remove
+COMPLETE_FLAG = ".hwlm-complete"  # in a staging folder whose output is whole, written just before the swap
+REPLACED_FLAG = ".hwlm-replaced"  # in a previous output moved aside by the swap, to be removed
+
+
+def staging_paths(folder: str | os.PathLike) -> tuple[Path, Path]:
+    """``(staging, previous)``: the siblings of ``folder`` where a staged output is written and where the
+    previous output waits during the swap (``.<name>.hwlm-staging`` and ``.<name>.hwlm-previous``)."""
+    out = Path(folder)
+    return out.with_name(f".{out.name}.hwlm-staging"), out.with_name(f".{out.name}.hwlm-previous")
+
+
+def _is_hwlm_folder(path: Path, flag: str) -> bool:
+    return path.is_dir() and not path.is_symlink() and (path / flag).is_file() and not (path / flag).is_symlink()
+
+
+def _give_back(stage: Path, out: Path, own: set[str]) -> None:
+    """Move the user's entries a swap had moved into ``stage`` back to ``out`` (where absent)."""
+    if not out.is_dir():
+        return
+    for entry in stage.iterdir():
+        name = entry.name
+        if name in own or name in (LOCK_NAME, STAGING_FLAG, COMPLETE_FLAG) or (out / name).exists():
+            continue
+        os.rename(entry, out / name)
+
+
+def recover_staged(folder: str | os.PathLike, own: Iterable[str]) -> None:
+    """Finish or undo what an interrupted staged write (`staged_output`) left next to ``folder``.
+
+    A whole staged output whose swap was cut between its two renames is put in place; otherwise the previous
+    output moved aside is put back; a partial staging folder (``kill -9``, power loss) is removed after
+    returning any user entry the swap had moved into it. Only folders carrying hwlm's flag files are touched.
+
+    Raises:
+        OutputDirError: a staging folder is locked by a live run, or a sibling with hwlm's name is not hwlm's.
+    """
+    out = Path(folder)
+    stage, previous = staging_paths(out)
+    for path, flag in ((stage, STAGING_FLAG), (previous, REPLACED_FLAG)):
+        if (path.exists() or path.is_symlink()) and not _is_hwlm_folder(path, flag):
+            raise OutputDirError(
+                f"{str(path)!r} is in the way of hwlm's staged write of {str(out)!r} but was not made by hwlm; "
+                "move it, or choose another --output_dir."
+            )
+    if previous.exists() and not out.exists():
+        if stage.exists() and (stage / COMPLETE_FLAG).is_file():
+            os.rename(stage, out)
+            (out / COMPLETE_FLAG).unlink()
+        else:
+            os.rename(previous, out)
+            (out / REPLACED_FLAG).unlink()
+    if previous.exists():
+        shutil.rmtree(previous)
+    if stage.exists():
+        with OutputLock(stage, "hwlm"):  # refused while the run writing it lives
+            _give_back(stage, out, set(own))
+        shutil.rmtree(stage)
+
+
+@contextmanager
+def staged_output(folder: str | os.PathLike, command: str, own: Iterable[str]) -> Iterator[Path]:
+    """Write a command's whole output into a fresh sibling folder and move it into place only when complete.
+
+    Yields the staging folder. On a clean exit the user's entries of ``folder`` (everything but the names in
+    ``own``) are moved into it, and it replaces ``folder`` by two renames (the old output is then removed). On
+    any error, Ctrl-C or a full disk the staging folder is removed and ``folder`` is as it was; after a
+    ``kill -9`` the next call cleans up first (`recover_staged`). Both folders are locked meanwhile.
+
+    Raises:
+        OutputDirError: the disk filled up (one line, naming the folder kept), or see `recover_staged`.
+    """
+    out = Path(folder)
+    own = set(own)
+    stage, previous = staging_paths(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    recover_staged(out, own)
+    old_lock = OutputLock(out, command).acquire() if out.is_dir() else None
+    try:
+        stage.mkdir()
+        (stage / STAGING_FLAG).write_text(command)
+        with OutputLock(stage, command) as lock:
+            try:
+                yield stage
+            except OSError as err:
+                if err.errno not in (errno.ENOSPC, errno.EDQUOT):
+                    raise
+                raise OutputDirError(
+                    f"no space left on the device while writing {str(out)!r} ({err.strerror}); "
+                    f"{'the folder is unchanged' if out.exists() else 'nothing was written'}. Free some space "
+                    "(or choose an --output_dir on another disk) and run the command again."
+                ) from None
+            if out.is_dir():
+                for entry in out.iterdir():
+                    if entry.name not in own and entry.name != LOCK_NAME:
+                        os.rename(entry, stage / entry.name)
+            (stage / COMPLETE_FLAG).write_text(command)
+            if out.is_dir():
+                (out / REPLACED_FLAG).write_text(command)
+                os.rename(out, previous)
+            os.rename(stage, out)
+            lock.path = out / LOCK_NAME  # the lock file moved with its folder
+            (out / STAGING_FLAG).unlink()
+            (out / COMPLETE_FLAG).unlink()
+    except BaseException:
+        if previous.exists() and not out.exists():  # cut between the two renames: the old output goes back
+            os.rename(previous, out)
+        (out / REPLACED_FLAG).unlink(missing_ok=True)
+        if _is_hwlm_folder(stage, STAGING_FLAG):
+            _give_back(stage, out, own)
+            shutil.rmtree(stage, ignore_errors=True)
+        raise
+    finally:
+        if old_lock is not None:
+            old_lock.path = previous / LOCK_NAME if previous.exists() else old_lock.path
+            old_lock.release()
+    if previous.exists():
+        shutil.rmtree(previous)
