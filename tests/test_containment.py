@@ -334,3 +334,40 @@ def test_a_prepared_folder_whose_tokens_disagree_with_its_record_is_refused(two_
         fh.truncate(200)
     with pytest.raises(ValueError, match=r"holds an unreadable file"):
         load_prepared(tmp_path / "pb")
+
+
+# ------------------------------------------------------------------ 5. resume checks the data
+
+
+def test_resume_refuses_a_prepared_folder_re_prepared_from_other_text(two_corpora, tmp_path):
+    a, b = two_corpora
+    data = tmp_path / "prep"
+    prepare_main([*a, "--output_dir", str(data)])
+    out = tmp_path / "run"
+    flags = ["--max_train_steps", "4", "--checkpointing_steps", "2"]
+    train_main(lstm_flags(data, out, *flags, "--stop_after_steps", "2"))
+    saved = json.loads((out / "checkpoints" / "step_00000002" / "hwlm_state.json").read_text())
+    before = saved["settings"]["data_fingerprint"]
+    # the same tokenizer (same vocabulary size): before the fix this resumed silently on the other text
+    prepare_main([*b, "--tokenizer_name", str(data / "tokenizer"), "--output_dir", str(data)])
+    with pytest.raises(ValueError, match=rf"the training data changed since that checkpoint \(data fingerprint "
+                                         rf"{before} then, [0-9a-f]{{16}} now, for --prepared_data_dir "):
+        train_main(lstm_flags(data, out, *flags, "--resume_from_checkpoint", "latest"))
+    prepare_main([*a, "--tokenizer_name", str(data / "tokenizer"), "--output_dir", str(data)])  # the same text again
+    assert train_main(lstm_flags(data, out, *flags, "--resume_from_checkpoint", "latest"))["train_steps"] == 4
+
+
+def test_resume_refuses_a_train_file_whose_text_changed(tmp_path):
+    from _toy import TINY_LSTM, write_toy_corpus
+
+    files = write_toy_corpus(tmp_path / "text")
+    out = tmp_path / "run"
+    flags = [*[x for k, v in files.items() for x in (f"--{k}", v)], "--output_dir", str(out), "--model_type",
+             "hwlm_lstm", "--config_overrides", TINY_LSTM, "--batching", "streams", "--bptt", "8",
+             "--per_device_train_batch_size", "4", "--max_train_steps", "4", "--checkpointing_steps", "2",
+             "--disable_tqdm"]
+    train_main([*flags, "--stop_after_steps", "2"])
+    train = Path(files["train_file"])
+    train.write_text("\n".join(reversed(train.read_text().splitlines())) + "\n")  # same words, other order
+    with pytest.raises(ValueError, match=r"the training data changed since that checkpoint .* for --train_file "):
+        train_main([*flags, "--resume_from_checkpoint", "latest"])
