@@ -371,3 +371,53 @@ def test_resume_refuses_a_train_file_whose_text_changed(tmp_path):
     train.write_text("\n".join(reversed(train.read_text().splitlines())) + "\n")  # same words, other order
     with pytest.raises(ValueError, match=r"the training data changed since that checkpoint .* for --train_file "):
         train_main([*flags, "--resume_from_checkpoint", "latest"])
+
+
+# ------------------------------------------------------------------ 6. sizes checked before allocation
+
+
+@pytest.mark.parametrize("override,match", [
+    ("num_hidden_layers=1000000", r"would have [\d,]+ parameters \(.*num_hidden_layers=1000000.*\): about [\d,.]+ GiB "
+                                  r"to train it, but [\d,.]+ GiB of memory is available"),
+    ("hidden_size=1000000000", r"sizes \(.*hidden_size=1000000000.*\) are too large to build"),
+])
+def test_a_config_too_large_for_memory_is_refused_before_allocation(prepared, tmp_path, override, match):
+    from _toy import TINY_LSTM
+
+    with pytest.raises(ValueError, match=match):
+        train_main(lstm_flags(prepared, tmp_path / "run", "--config_overrides", f"{TINY_LSTM},{override}"))
+    assert not (tmp_path / "run").exists()
+
+
+def test_parameter_estimate_matches_the_built_model():
+    from transformers import AutoConfig
+
+    import hwlm  # noqa: F401
+    from hwlm.modeling import skeleton_model
+    from hwlm.training.sizes import check_model_size, estimate_parameters
+
+    for model_type, sizes in (("hwlm_lstm", {"hidden_size": 16, "embedding_size": 8}), ("hwlm_rnn", {"hidden_size": 8}),
+                              ("hwlm_transformer", {"hidden_size": 16, "num_attention_heads": 2,
+                                                    "intermediate_size": 32})):
+        config = AutoConfig.for_model(model_type, vocab_size=100, num_hidden_layers=5, **sizes)
+        assert estimate_parameters(config) == sum(p.numel() for p in skeleton_model(config).parameters())
+    with pytest.raises(ValueError, match=r"to train it, but 0.0 GiB of memory is available"):
+        check_model_size(config, available=1000)
+
+
+def test_a_huge_tokenizer_is_refused_before_the_model_is_built(tmp_path, monkeypatch):
+    """A tokenizer's size reaches the model only once the data is loaded: checked then, before allocation."""
+    import hwlm.training.sizes as sizes
+
+    text = tmp_path / "text"
+    text.mkdir()
+    for split in ("train", "valid", "test"):  # 30,000 distinct words: 3x the config's default vocab_size
+        (text / f"{split}.txt").write_text("".join(f"x{i} x{i + 1} x{i + 2}\n" for i in range(0, 30000, 3)))
+    flags = ["--train_file", str(text / "train.txt"), "--validation_file", str(text / "valid.txt"),
+             "--test_file", str(text / "test.txt"), "--block_size", "16"]
+    prepare_main([*flags, "--output_dir", str(tmp_path / "prep")])
+    # between what the default vocabulary needs (checked with the settings) and what this tokenizer needs
+    monkeypatch.setattr(sizes, "available_memory", lambda: 12 * 2**20)
+    with pytest.raises(ValueError, match=r"would have [\d,]+ parameters \(vocab_size=300\d\d,.* GiB to train it"):
+        train_main(lstm_flags(tmp_path / "prep", tmp_path / "run", "--config_overrides",
+                              "embedding_size=16,hidden_size=16,num_hidden_layers=1"))

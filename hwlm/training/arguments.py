@@ -237,8 +237,11 @@ def _check_model_fits_run(model_args, data_args, args) -> None:
     from hwlm.modeling import check_fits, check_model_settings, resolve_config, skeleton_model, \
         supports_state_carrying
 
+    from hwlm.training.sizes import check_model_size
+
     check_model_settings(model_args)
     config = resolve_config(model_args)
+    check_model_size(config)  # before building even the skeleton: 10**6 layers would take minutes
     model = skeleton_model(config)  # on the meta device: no memory, no compute
     blocks = args.batching == "blocks"
     check_fits(config, block_size=data_args.block_size if blocks else None, batching=args.batching, model=model)

@@ -9,12 +9,13 @@ import math
 from pathlib import Path
 
 from hwlm.batching import BlockLoader, StreamLoader
-from hwlm.modeling import build_model
+from hwlm.modeling import build_model, resolve_config
 from hwlm.training.checkpoint import find_latest_checkpoint
 from hwlm.training.optim import create_optimizer, create_scheduler
 from hwlm.training.resume import check_data_fingerprint, data_fingerprint, truncate_metrics
 from hwlm.training.run import BEST_DIR, METRICS_FILE, MUTABLE_WITHOUT_EFFECT, Run, write_metrics
 from hwlm.training.session import next_branch, restore_state, set_aside_future_best
+from hwlm.training.sizes import check_model_size
 
 __all__ = ["build_run", "load_training_data", "make_train_loader", "resume"]
 
@@ -85,6 +86,7 @@ def build_run(accelerator, model_args, data_args, args, *, command: str, setting
         check_data_fingerprint(saved.get("settings") or {}, settings["data_fingerprint"], resume_path,
                                describe_data(data_args, args))
     block_size = data_args.block_size if args.batching == "blocks" else None
+    check_model_size(resolve_config(model_args, vocab_size=len(tokenizer)))  # the tokenizer's size counts too
     model = build_model(model_args, tokenizer, block_size=block_size, batching=args.batching)
     loader = make_train_loader(args, prepared, accelerator.num_processes, accelerator.process_index)
     valid_tokens = prepared.stream_tensor("validation")
