@@ -421,3 +421,29 @@ def test_a_huge_tokenizer_is_refused_before_the_model_is_built(tmp_path, monkeyp
     with pytest.raises(ValueError, match=r"would have [\d,]+ parameters \(vocab_size=300\d\d,.* GiB to train it"):
         train_main(lstm_flags(tmp_path / "prep", tmp_path / "run", "--config_overrides",
                               "embedding_size=16,hidden_size=16,num_hidden_layers=1"))
+
+
+def test_plateau_schedule_stops_at_min_lr_and_resumes_there():
+    import torch
+    from torch import nn
+
+    from hwlm.training.optim import PlateauScheduler
+
+    opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=20.0)
+    sched = PlateauScheduler(opt, factor=4.0, min_lr=1e-3)
+    for loss in [5.0] + [6.0] * 300:  # never improves again: before the fix the rate reached 1e-169
+        sched.on_evaluate(loss)
+    assert sched.get_last_lr() == [1e-3]
+    other = PlateauScheduler(torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=20.0), factor=4.0, min_lr=1e-3)
+    other.load_state_dict(sched.state_dict())
+    assert other.get_last_lr() == [1e-3]
+
+
+def test_min_lr_is_checked_with_the_settings():
+    from hwlm.training.arguments import TrainingArguments
+
+    assert TrainingArguments().min_lr > 0  # a floor by default
+    with pytest.raises(ValueError, match=r"--min_lr 50.0 is above --learning_rate 20.0"):
+        TrainingArguments(min_lr=50.0)
+    with pytest.raises(ValueError, match=r"--min_lr must be a number >= 0"):
+        TrainingArguments(min_lr=-1.0)

@@ -112,6 +112,11 @@ class TrainingArguments:
         )
     )
     lr_decay_factor: float = field(default=4.0, metadata={"help": "Divisor of plateau and epoch_decay schedules."})
+    min_lr: float = field(
+        default=1e-6,
+        metadata={"help": "plateau: the rate is never divided below this (0: no floor). Without one, a run that "
+                  "stops improving keeps dividing (to 1e-169 and beyond) and trains nothing."},
+    )
     lr_decay_start_epoch: int = field(
         default=4, metadata={"help": "epoch_decay: number of epochs at the initial learning rate."}
     )
@@ -170,10 +175,13 @@ class TrainingArguments:
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
                 raise ValueError(f"--{name} must be a positive number, got {value!r}")
-        for name in ("max_grad_norm", "momentum", "weight_decay"):
+        for name in ("max_grad_norm", "momentum", "weight_decay", "min_lr"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
                 raise ValueError(f"--{name} must be a number >= 0 (0 disables it), got {value!r}")
+        if self.min_lr > self.learning_rate:
+            raise ValueError(f"--min_lr {self.min_lr} is above --learning_rate {self.learning_rate}; use a smaller "
+                             "--min_lr (the floor the plateau schedule never goes below)")
         steps = self.checkpointing_steps
         if steps not in (None, "no", "epoch") and not (str(steps).isdigit() and int(steps) > 0):
             raise ValueError(f"--checkpointing_steps must be a positive integer, 'epoch' or 'no', got {steps!r}")
