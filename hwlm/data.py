@@ -437,12 +437,30 @@ def load_corpus(args: DataArguments) -> DatasetDict:
                 "pass --text_column <name>."
             )
         ds = ds.select_columns([args.text_column])
+        _check_text_column(ds, args.text_column, source, split)
         if args.text_column != "text":
             ds = ds.rename_column(args.text_column, "text")
         if len(ds) == 0:
             raise ValueError(f"{source}, split {split!r} is empty (0 lines); an empty corpus cannot be used.")
         corpus[split] = ds
     return corpus
+
+
+def _check_text_column(ds: Dataset, column: str, source: str, split: str) -> None:
+    """The text column holds strings and no NUL byte (a NUL would silently become part of a word)."""
+    feature = ds.features[column]
+    if not (isinstance(feature, Value) and feature.dtype in ("string", "large_string")):
+        raise ValueError(
+            f"{source}, split {split!r}: column {column!r} holds {getattr(feature, 'dtype', feature)}, not text; "
+            "pass --text_column naming a column of strings."
+        )
+    has_nul = pc.match_substring(ds.data.column(column), "\x00")  # an Arrow scan of the (mapped) table
+    if pc.any(has_nul).as_py():
+        row = pc.index(has_nul, True).as_py()
+        raise ValueError(
+            f"{source}, split {split!r}: row {row + 1} (line {row + 1} of a text file) holds a NUL byte (0x00), "
+            "which would become part of a word. Remove NUL bytes from the input (e.g. tr -d '\\000')."
+        )
 
 
 def load_or_train_tokenizer(

@@ -447,3 +447,32 @@ def test_min_lr_is_checked_with_the_settings():
         TrainingArguments(min_lr=50.0)
     with pytest.raises(ValueError, match=r"--min_lr must be a number >= 0"):
         TrainingArguments(min_lr=-1.0)
+
+
+# ------------------------------------------------------------------ 6. bad inputs are one-line errors
+
+
+def test_nul_bytes_in_the_text_are_refused_naming_the_line(tmp_path):
+    from _toy import write_toy_corpus
+
+    from hwlm.data import DataArguments, load_corpus
+
+    files = write_toy_corpus(tmp_path)
+    lines = Path(files["train_file"]).read_text().splitlines()
+    lines[6] = lines[6].replace(" ", " w1\x00w2 ", 1)  # before the fix: "w1\x00w2" became one word
+    Path(files["train_file"]).write_text("\n".join(lines) + "\n")
+    with pytest.raises(ValueError, match=r"split 'train': row 7 \(line 7 of a text file\) holds a NUL byte"):
+        load_corpus(DataArguments(**files))
+
+
+def test_a_text_column_of_integers_is_refused(tmp_path):
+    from datasets import Dataset
+
+    from hwlm.data import DataArguments, load_corpus
+
+    flags = {}
+    for split, flag in (("train", "train_file"), ("valid", "validation_file")):
+        Dataset.from_dict({"text": list(range(10))}).to_parquet(tmp_path / f"{split}.parquet")
+        flags[flag] = str(tmp_path / f"{split}.parquet")
+    with pytest.raises(ValueError, match=r"column 'text' holds int64, not text; pass --text_column"):
+        load_corpus(DataArguments(**flags))
