@@ -476,3 +476,51 @@ def test_a_text_column_of_integers_is_refused(tmp_path):
         flags[flag] = str(tmp_path / f"{split}.parquet")
     with pytest.raises(ValueError, match=r"column 'text' holds int64, not text; pass --text_column"):
         load_corpus(DataArguments(**flags))
+
+
+def gadget_folder(tmp_path: Path, **sizes) -> Path:
+    """A model folder whose weights are a pickle that runs a command when unpickled."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    import hwlm  # noqa: F401
+
+    folder = tmp_path / "model"
+    config = AutoConfig.for_model("hwlm_lstm", vocab_size=50, hidden_size=8, embedding_size=8, num_hidden_layers=1)
+    AutoModelForCausalLM.from_config(config).save_pretrained(folder)
+    (folder / "model.safetensors").unlink()
+
+    class Gadget:
+        def __reduce__(self):
+            return (os.system, (f"touch {tmp_path / 'pwned'}",))
+
+    torch.save({"lm_head.weight": Gadget()}, folder / "pytorch_model.bin")
+    if sizes:
+        record = json.loads((folder / "config.json").read_text())
+        (folder / "config.json").write_text(json.dumps({**record, **sizes}))
+    return folder
+
+
+def test_eval_refuses_a_pickle_gadget_in_one_line(tmp_path):
+    from hwlm.safe_load import load_causal_lm
+
+    import shutil
+
+    from hwlm.cli.evaluate import run as eval_main
+
+    folder = gadget_folder(tmp_path)
+    with pytest.raises(ValueError, match=r"pytorch_model.bin holds objects other than tensors, so loading it would run"):
+        load_causal_lm(str(folder))
+    for f in (REPO / "tokenizer").glob("tokenizer*.json"):
+        shutil.copy(f, folder / f.name)
+    with pytest.raises(ValueError, match=r"pytorch_model.bin holds objects other than tensors"):  # before: a traceback
+        eval_main(["--model_name_or_path", str(folder)])
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_a_model_folder_with_absurd_sizes_is_refused_before_loading(tmp_path):
+    from hwlm.safe_load import load_causal_lm
+
+    folder = gadget_folder(tmp_path, hidden_size=10**9)
+    with pytest.raises(ValueError, match=r"are too large to build"):
+        load_causal_lm(str(folder))
