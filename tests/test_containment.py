@@ -524,3 +524,49 @@ def test_a_model_folder_with_absurd_sizes_is_refused_before_loading(tmp_path):
     folder = gadget_folder(tmp_path, hidden_size=10**9)
     with pytest.raises(ValueError, match=r"are too large to build"):
         load_causal_lm(str(folder))
+
+
+# ------------------------------------------------------------------ 5. several machines need one shared folder
+
+
+class _UnsharedMachine:
+    """The main process of a 2-process run whose other rank writes into its own machine's copy of the folder:
+    only rank 0's files appear here."""
+
+    num_processes, process_index, is_main_process = 2, 0, True
+
+    def wait_for_everyone(self):
+        pass
+
+    def save_state(self, folder):
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        (Path(folder) / "random_states_0.pkl").write_bytes(b"rng")
+        (Path(folder) / "model.safetensors").write_bytes(b"w")
+
+
+def test_an_unshared_output_folder_is_refused_at_the_first_checkpoint(tmp_path):
+    from hwlm.training.checkpoint import CheckpointError, list_checkpoints, save_checkpoint
+
+    with pytest.raises(CheckpointError, match=r"files of rank\(s\) \[1\] are not in .* not one folder shared by every"):
+        save_checkpoint(_UnsharedMachine(), tmp_path, step=2, meta={}, keep_last=3)
+    assert list_checkpoints(tmp_path) == [] and list((tmp_path / "checkpoints").iterdir()) == []  # no .tmp-step_* left
+
+
+def test_resume_refuses_a_checkpoint_without_every_ranks_files(prepared, tmp_path):
+    """What an unshared folder left before the fix: rank 1's state silently restarted on resume."""
+    from hwlm.training.checkpoint import MANIFEST_NAME, STATE_NAME
+
+    out = tmp_path / "run"
+    train_main(lstm_flags(prepared, out, "--max_train_steps", "2", "--checkpointing_steps", "1"))
+    ckpt = out / "checkpoints" / "step_00000002"
+    state = json.loads((ckpt / STATE_NAME).read_text())
+    state["settings"]["num_processes"] = 2
+    (ckpt / STATE_NAME).write_text(json.dumps(state))
+    manifest = json.loads((ckpt / MANIFEST_NAME).read_text())
+    manifest["files"][STATE_NAME] = (ckpt / STATE_NAME).stat().st_size
+    (ckpt / MANIFEST_NAME).write_text(json.dumps(manifest))
+    from hwlm.training.checkpoint import CheckpointError, resolve_checkpoint
+
+    # what every rank of a 2-process resume runs before the Accelerator exists (so all refuse alike)
+    with pytest.raises(CheckpointError, match=r"of a 2-process run lacks the files of rank\(s\) \[1\]"):
+        resolve_checkpoint("latest", out, deep=True)
