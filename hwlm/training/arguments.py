@@ -148,6 +148,12 @@ class TrainingArguments:
         default=None, metadata={"help": "Score only the first N tokens of validation during training (speed)."}
     )
     logging_steps: int = field(default=10, metadata={"help": "Write a metrics line every N optimiser steps."})
+    ddp_timeout: int = field(
+        default=1800,
+        metadata={"help": "Seconds a process waits for the others (start-up, then every collective) before the run "
+                  "fails, as transformers' ddp_timeout. On several machines, a machine that fails before start-up "
+                  "ends the others after this long: lower it (e.g. 120) when no step waits that long."},
+    )
     with_tracking: bool = field(default=False, metadata={"help": "Log to accelerate trackers (see --report_to)."})
     report_to: str = field(default="tensorboard", metadata={"help": "Tracker(s) for --with_tracking: tensorboard, trackio, all."})
     disable_tqdm: bool = field(default=False, metadata={"help": "No progress bar."})
@@ -168,7 +174,7 @@ class TrainingArguments:
         _check_counts(self, minimum=1, names=(
             "bptt", "per_device_train_batch_size", "per_device_eval_batch_size", "num_train_epochs",
             "gradient_accumulation_steps", "logging_steps", "save_total_limit", "max_train_steps", "eval_steps",
-            "eval_stride", "stop_after_steps"))
+            "eval_stride", "stop_after_steps", "ddp_timeout"))
         _check_counts(self, minimum=0, names=("num_warmup_steps", "lr_decay_start_epoch"))
         _check_counts(self, minimum=2, names=("max_eval_tokens",))
         for name in ("learning_rate", "lr_decay_factor"):

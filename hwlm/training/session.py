@@ -34,6 +34,8 @@ __all__ = [
     "next_branch",
     "owned_by_train",
     "process_table",
+    "start_accelerator",
+    "StartupTimeout",
     "restore_state",
     "state_writer",
 ]
@@ -79,6 +81,35 @@ def owned_by_train(name: str) -> bool:
     if name in TRAIN_WRITES or name in _TRACKER_DIRS or _TIMELINE_COPIES.match(name):
         return True
     return name.endswith(".py") and (Path(hwlm.models.__file__).parent / name).is_file()
+
+
+class StartupTimeout(ValueError):
+    """The other processes of a multi-process run did not join within ``--ddp_timeout`` seconds."""
+
+
+def start_accelerator(args, **kwargs):
+    """The run's `accelerate.Accelerator`, whose process group waits at most ``args.ddp_timeout`` seconds for
+    the other processes (a machine that failed before start-up ends this one instead of hanging it for the
+    default 30 minutes). A start-up that times out is a one-line `StartupTimeout`.
+    """
+    from datetime import timedelta
+
+    from accelerate import Accelerator
+    from accelerate.utils import InitProcessGroupKwargs
+
+    timeout = InitProcessGroupKwargs(timeout=timedelta(seconds=args.ddp_timeout))
+    try:
+        return Accelerator(kwargs_handlers=[timeout], **kwargs)
+    except RuntimeError as err:  # torch's DistNetworkError / DistStoreError are RuntimeErrors
+        if "timeout" not in str(err).lower() and "timed out" not in str(err).lower():
+            raise
+        world = os.environ.get("WORLD_SIZE", "?")
+        raise StartupTimeout(
+            f"the other processes of this {world}-process run did not join within --ddp_timeout {args.ddp_timeout} "
+            f"s ({type(err).__name__}); a machine failed before start-up or cannot reach MASTER_ADDR "
+            f"{os.environ.get('MASTER_ADDR', '?')}:{os.environ.get('MASTER_PORT', '?')}. See the other machines' "
+            "errors; every machine needs the same files and paths (README, 'Several machines')."
+        ) from None
 
 
 def process_table(accelerator) -> list[dict]:
