@@ -420,7 +420,7 @@ REPLACED_FLAG = ".hwlm-replaced"  # in a previous output moved aside by the swap
 def staging_paths(folder: str | os.PathLike) -> tuple[Path, Path]:
     """``(staging, previous)``: the siblings of ``folder`` where a staged output is written and where the
     previous output waits during the swap (``.<name>.hwlm-staging`` and ``.<name>.hwlm-previous``)."""
-    out = Path(folder)
+    out = Path(folder).resolve()  # "." and "..", whose names are empty
     return out.with_name(f".{out.name}.hwlm-staging"), out.with_name(f".{out.name}.hwlm-previous")
 
 
@@ -449,7 +449,7 @@ def recover_staged(folder: str | os.PathLike, own: Iterable[str]) -> None:
     Raises:
         OutputDirError: a staging folder is locked by a live run, or a sibling with hwlm's name is not hwlm's.
     """
-    out = Path(folder)
+    out = Path(folder).resolve()
     stage, previous = staging_paths(out)
     for path, flag in ((stage, STAGING_FLAG), (previous, REPLACED_FLAG)):
         if (path.exists() or path.is_symlink()) and not _is_hwlm_folder(path, flag):
@@ -484,7 +484,7 @@ def staged_output(folder: str | os.PathLike, command: str, own: Iterable[str]) -
     Raises:
         OutputDirError: the disk filled up (one line, naming the folder kept), or see `recover_staged`.
     """
-    out = Path(folder)
+    out = Path(folder).resolve()
     own = set(own)
     stage, previous = staging_paths(out)
     out.parent.mkdir(parents=True, exist_ok=True)
