@@ -193,7 +193,7 @@ def refresh_model_card(folder: str | os.PathLike, new_results: dict[str, Any], *
     settings = settings if isinstance(settings, dict) else {}
     results = {**json.loads((folder / "all_results.json").read_text()), **new_results}
     repo_id = settings.get("hub_model_id")
-    return write_model_card(
+    path = write_model_card(
         folder,
         model_name=repo_id.split("/")[-1] if repo_id else folder.resolve().name,
         config=AutoConfig.from_pretrained(folder),
@@ -206,6 +206,10 @@ def refresh_model_card(folder: str | os.PathLike, new_results: dict[str, Any], *
         num_parameters=results.get("num_parameters"),
         prompt=prompt,
     )
+    from hwlm.training.outputs import record_written
+
+    record_written(folder, "hwlm_run.json", [], hash_files=True)  # the card is still hwlm's: record its new hash
+    return path
 
 
 def write_model_card(folder: str | os.PathLike, **kwargs) -> Path:

@@ -129,8 +129,8 @@ def test_a_file_saved_during_a_run_is_not_recorded_as_hwlms(tmp_path):
     assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
 
 
-def test_a_file_changed_since_hwlm_wrote_it_is_kept(tmp_path):
-    from hwlm.training.outputs import clear_written, record_written
+def test_a_file_changed_since_hwlm_wrote_it_is_neither_deleted_nor_replaced(tmp_path):
+    from hwlm.training.outputs import OutputDirError, clear_written, record_written
 
     out = tmp_path / "run"
     out.mkdir()
@@ -138,8 +138,24 @@ def test_a_file_changed_since_hwlm_wrote_it_is_kept(tmp_path):
     (out / "all_results.json").write_text("{}")
     record_written(out, "hwlm_run.json", ["README.md", "all_results.json"], hash_files=True)
     (out / "README.md").write_text("the user's edits")
-    assert clear_written(out, "hwlm_run.json") == ["all_results.json", "hwlm_run.json"]
+    with pytest.raises(OutputDirError, match=r"README.md in .* changed since hwlm wrote it \(the SHA-256 differs"):
+        clear_written(out, "hwlm_run.json")
+    assert sorted(p.name for p in out.iterdir()) == ["README.md", "all_results.json", "hwlm_run.json"]
     assert (out / "README.md").read_text() == "the user's edits"
+    (out / "README.md").unlink()
+    assert clear_written(out, "hwlm_run.json") == ["all_results.json", "hwlm_run.json"]
+
+
+def test_a_card_refreshed_by_hwlm_eval_stays_hwlms(prepared, tmp_path):
+    """hwlm-eval --update_model_card rewrites README.md: the marker's hash follows, so the next
+    --overwrite_output_dir still removes it."""
+    from hwlm.hub import refresh_model_card
+
+    out = tmp_path / "run"
+    train_main(lstm_flags(prepared, out, "--max_train_steps", "1", "--checkpointing_steps", "no"))
+    refresh_model_card(out, {"test_perplexity": 1.5})
+    train_main(lstm_flags(prepared, out, "--max_train_steps", "1", "--checkpointing_steps", "no",
+                          "--overwrite_output_dir"))
 
 
 # ------------------------------------------------------------------ 3. the lock and the markers are not followed

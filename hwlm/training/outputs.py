@@ -10,7 +10,8 @@ A command (``hwlm-train``, ``hwlm-tokenizer``) writes into its ``--output_dir`` 
 Anything else is refused before any work, naming the files the command would have replaced. The marker's
 ``"written"`` list holds the top-level entries the command created (only names the command itself writes, never
 a file the user saved there meanwhile), with the SHA-256 of each such file as it was when the command finished,
-so ``--overwrite_output_dir`` removes exactly those and never a file the user put there or changed since.
+so ``--overwrite_output_dir`` removes exactly those and never a file the user put there; one the user changed
+since is refused, not removed.
 
 Nothing outside the folder is touched, whatever the folder holds: a ``"written"`` entry must be one plain name
 (no ``/``, no ``..``, not absolute), a symbolic link is removed as a link and never followed, and a folder where
@@ -234,12 +235,12 @@ def clear_written(folder: str | os.PathLike, marker: str, legacy: Iterable[str] 
     """Remove the entries the marker says hwlm wrote (the marker itself last); return their names.
 
     Every entry is checked to be a plain name inside the folder (`contained_entry`) before anything is removed;
-    a link is removed as a link, never followed. A file whose SHA-256 differs from the one recorded when hwlm
-    wrote it (the user changed it since) is kept. Files the user added to the folder afterwards stay.
+    a link is removed as a link, never followed. Files the user added to the folder afterwards stay.
 
     Raises:
         OutputDirError: the marker was not written in this folder (copied or downloaded with it: its list is
-            not trusted), or names an entry outside the folder; nothing is removed then.
+            not trusted), names an entry outside the folder, or lists a file whose SHA-256 differs from the one
+            recorded when hwlm finished writing it (the user changed it since); nothing is removed then.
     """
     out = Path(folder)
     data = read_marker(out, marker)
@@ -251,22 +252,32 @@ def clear_written(folder: str | os.PathLike, marker: str, legacy: Iterable[str] 
         )
     names = _written(out, marker, legacy)
     paths = [contained_entry(out, name) for name in names]  # all checked before the first removal
-    hashes = (data or {}).get("sha256") or {}
+    _refuse_changed(out, marker, data, names)
     removed = []
     for name, path in sorted(zip(names, paths), key=lambda np: np[0] == marker):
-        if path.is_symlink():
+        if path.is_symlink() or path.is_file():
             path.unlink()
         elif path.is_dir():
             shutil.rmtree(path)  # removes links inside as links (fd-based on Linux)
-        elif path.exists():
-            recorded = hashes.get(name) if isinstance(hashes, dict) else None
-            if recorded is not None and name != marker and _sha256(path) != recorded:
-                continue  # changed since hwlm wrote it: the user's now
-            path.unlink()
         else:
             continue
         removed.append(name)
     return removed
+
+
+def _refuse_changed(out: Path, marker: str, data: dict | None, names: list[str]) -> None:
+    """Refuse (before anything is removed) when a file hwlm wrote was changed since: it is the user's now, and
+    hwlm would neither delete it nor overwrite it."""
+    hashes = (data or {}).get("sha256")
+    hashes = hashes if isinstance(hashes, dict) else {}
+    changed = [n for n in names if n != marker and hashes.get(n) is not None and not (out / n).is_symlink()
+               and (out / n).is_file() and _sha256(out / n) != hashes[n]]
+    if changed:
+        raise OutputDirError(
+            f"{', '.join(changed)} in {str(out)!r} changed since hwlm wrote {'them' if len(changed) > 1 else 'it'} "
+            f"(the SHA-256 differs from the one in {marker}), so --overwrite_output_dir neither deletes nor replaces "
+            "it. Move it out of the folder (or delete it yourself), or choose another --output_dir."
+        )
 
 
 def write_atomic(path: str | os.PathLike, text: str) -> None:
