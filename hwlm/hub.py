@@ -187,7 +187,10 @@ def refresh_model_card(folder: str | os.PathLike, new_results: dict[str, Any], *
     """
     from transformers import AutoConfig
 
+    from hwlm.training.outputs import check_no_links
+
     folder = check_card_folder(folder)
+    check_no_links(folder, ["README.md", "hwlm_run.json"])  # README.md as a link would overwrite its target
     record = json.loads((folder / "hwlm_run.json").read_text())
     settings = record.get("settings") or {}
     settings = settings if isinstance(settings, dict) else {}

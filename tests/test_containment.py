@@ -586,3 +586,17 @@ def test_resume_refuses_a_checkpoint_without_every_ranks_files(prepared, tmp_pat
     # what every rank of a 2-process resume runs before the Accelerator exists (so all refuse alike)
     with pytest.raises(CheckpointError, match=r"of a 2-process run lacks the files of rank\(s\) \[1\]"):
         resolve_checkpoint("latest", out, deep=True)
+
+
+def test_refreshing_a_card_never_writes_through_a_link(prepared, tmp_path):
+    from hwlm.hub import refresh_model_card
+
+    out = tmp_path / "run"
+    train_main(lstm_flags(prepared, out, "--max_train_steps", "1", "--checkpointing_steps", "no"))
+    target = tmp_path / "victim.md"
+    target.write_text("precious")
+    (out / "README.md").unlink()
+    (out / "README.md").symlink_to(target)
+    with pytest.raises(ValueError, match=r"README.md' in --output_dir is a symbolic link"):
+        refresh_model_card(out, {"test_perplexity": 1.5})
+    assert target.read_text() == "precious"
