@@ -600,3 +600,12 @@ def test_refreshing_a_card_never_writes_through_a_link(prepared, tmp_path):
     with pytest.raises(ValueError, match=r"README.md' in --output_dir is a symbolic link"):
         refresh_model_card(out, {"test_perplexity": 1.5})
     assert target.read_text() == "precious"
+
+
+def test_ddp_timeout_is_checked_and_changes_nothing_a_resume_replays():
+    from hwlm.training.arguments import TrainingArguments
+    from hwlm.training.run import MUTABLE_WITHOUT_EFFECT
+
+    with pytest.raises(ValueError, match=r"--ddp_timeout must be"):
+        TrainingArguments(ddp_timeout=0)
+    assert "ddp_timeout" in MUTABLE_WITHOUT_EFFECT  # changing it on resume does not set best_model aside
