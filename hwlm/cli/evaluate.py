@@ -110,16 +110,16 @@ def evaluate_folder(eval_args: EvalArguments, data_args=None, dynamic_args=None,
     ``{split}_dynamic_eval_neural_cache_perplexity`` (see `adaptive_results`).
     """
     from accelerate import Accelerator
-    from transformers import AutoModelForCausalLM
 
     import hwlm  # noqa: F401  (registers the Auto classes)
     from hwlm import data as hdata
     from hwlm.evaluation import evaluate_perplexity, supports_state_carrying
+    from hwlm.safe_load import load_causal_lm
     from hwlm.tokenization import load_tokenizer
 
     accelerator = Accelerator()
     tokenizer = load_tokenizer(eval_args.model_name_or_path)
-    model = AutoModelForCausalLM.from_pretrained(eval_args.model_name_or_path).to(accelerator.device)
+    model = load_causal_lm(eval_args.model_name_or_path).to(accelerator.device)  # sizes and pickles checked
     check_tokenizer_fits(tokenizer, model.config.vocab_size, eval_args.model_name_or_path)
     if eval_args.prepared_data_dir:
         prepared = hdata.load_prepared(eval_args.prepared_data_dir, tokenizer=tokenizer)

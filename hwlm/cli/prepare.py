@@ -18,11 +18,11 @@ from typing import Optional
 from hwlm.cli.common import parse_command, run_main
 from hwlm.data import DataArguments, describe_source, load_corpus, load_or_train_tokenizer, prepare_datasets
 from hwlm.tokenization import TokenizerArguments
-from hwlm.training.outputs import OutputLock, check_output_dir
+from hwlm.training.outputs import check_output_dir, staged_output
 
 PROG = "hwlm-prepare"
 MARKER = "hwlm_data.json"  # written by hwlm.data.save_prepared; marks the folder as hwlm-prepare's
-WRITES = ("streams", "blocks", "tokenizer", MARKER)
+WRITES = ("streams", "blocks", "tokens", "tokenizer", MARKER)
 
 
 @dataclass
@@ -59,8 +59,9 @@ def run(argv: Optional[list[str]] = None) -> None:
     check_output_dir(out, command="hwlm-prepare", marker=MARKER, would_write=WRITES, rewrite_own=True)
     corpus = load_corpus(data_args)
     tokenizer = load_or_train_tokenizer(data_args, corpus, tok_args, show_progress=True)
-    out.mkdir(parents=True, exist_ok=True)
-    with OutputLock(out, "hwlm-prepare"):
+    # written into a sibling folder that replaces the old one only when complete: an interrupt, a full disk or a
+    # kill leaves the previous folder as it was (never old hwlm_data.json over new tokens)
+    with staged_output(out, "hwlm-prepare", own=WRITES) as stage:
         check_output_dir(out, command="hwlm-prepare", marker=MARKER, would_write=WRITES, rewrite_own=True)
         prepared = prepare_datasets(
             corpus,
@@ -68,7 +69,7 @@ def run(argv: Optional[list[str]] = None) -> None:
             block_size=data_args.block_size,
             num_proc=data_args.preprocessing_num_workers,
             overwrite_cache=data_args.overwrite_cache,
-            output_dir=out,
+            output_dir=stage,
             source=describe_source(data_args),
         )
     print(format_stats(prepared.stats))
