@@ -79,13 +79,16 @@ def describe_protocol(
         memory_length / num_layers: a Transformer with segment memory read as a stream.
     """
     if protocol == "stream":
-        where = "one stream" if streams == 1 else f"{streams} parallel streams (the state restarts at each)"
+        where = ("one stream" if streams == 1 else
+                 f"{streams} parallel streams (the split cut into {streams} contiguous parts, each read from an "
+                 "empty state)")
         if memory_length is not None:
             reach = f"up to {memory_length * num_layers} through {num_layers} layers" if num_layers else ""
             return (f"{where}, segment memory carried from window to window: every layer of every prediction "
                     f"attends to the position itself and the {memory_length} before it ({reach}; fewer only in "
                     f"the first {memory_length} tokens of a stream)")
-        return f"{where}, state carried from window to window: each prediction reads the whole stream before it"
+        return (f"{where}, state carried from window to window: each prediction reads, through the state, every "
+                "earlier token of its stream")
     if protocol == "sliding_window":
         if window is None or stride is None:
             raise ValueError("describe_protocol('sliding_window') needs window and stride")
@@ -99,7 +102,7 @@ def describe_protocol(
         if window is None:
             raise ValueError("describe_protocol('chunks') needs window (the chunk length)")
         return (f"{streams} parallel streams cut into disjoint {window}-token chunks, nothing carried from chunk "
-                f"to chunk (pytorch/examples' evaluate()): a prediction reads 1 to {window} tokens (the current "
+                f"to chunk: a prediction reads 1 to {window} tokens (the current "
                 f"one and 0 to {window - 1} before it)")
     raise ValueError(f"protocol={protocol!r} is not one of {PROTOCOLS[1:]}")
 

@@ -94,6 +94,6 @@ def test_describe_protocol_counts_the_tokens_a_prediction_reads():
     assert "0 to 34 before it" in describe_protocol("chunks", streams=10, window=35)
     text = describe_protocol("stream", streams=1, memory_length=70, num_layers=2)
     assert "one stream" in text and "the 70 before it (up to 140 through 2 layers" in text
-    assert "10 parallel streams" in describe_protocol("stream", streams=10)
+    assert "10 parallel streams (the split cut into 10 contiguous parts" in describe_protocol("stream", streams=10)
     with pytest.raises(ValueError, match="needs window and stride"):
         describe_protocol("sliding_window", window=35)
