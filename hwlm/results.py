@@ -150,14 +150,18 @@ def run_protocols(run: str | Path) -> list[tuple[str, str]]:
                 memory = overrides.get("memory_length"), overrides.get("num_hidden_layers")
             text = describe_protocol("stream", streams=streams, memory_length=memory and memory[0],
                                      num_layers=memory and memory[1])
+        elif results["eval_method"] == "chunks":  # hwlm-eval --eval_protocol chunks: chunk = --eval_window or --bptt
+            text = describe_protocol("chunks", streams=int(_flag(command, "per_device_eval_batch_size", 1)),
+                                     window=int(_flag(command, "eval_window", _flag(command, "bptt", 100))))
         else:
             text = describe_protocol("sliding_window", window=int(_flag(command, "eval_window")),
                                      stride=int(_flag(command, "eval_stride")))
         tune = _flag(command, "tune_max_tokens")
         tuned = (f"; settings tuned on the first {int(tune):,} validation tokens read the same way" if tune
                  else "")
-        found.append((f"`eval_results.json` (hwlm-eval, command in `eval.log`: plain, neural cache, dynamic "
-                      f"evaluation)", text + tuned))
+        methods = ": plain, neural cache, dynamic evaluation" if "--neural_cache" in command or \
+            "--dynamic_eval" in command else ""
+        found.append((f"`eval_results.json` (hwlm-eval, command in `eval.log`{methods})", text + tuned))
     if (run / "run.json").is_file():  # a reference run from pytorch/examples' word_language_model
         record = json.loads((run / "run.json").read_text())
         streams = int(re.search(r"eval batch (\d+)", record["env"]).group(1))
