@@ -83,9 +83,9 @@ def describe_protocol(
                  f"{streams} parallel streams (the split cut into {streams} contiguous parts, each read from an "
                  "empty state)")
         if memory_length is not None:
-            reach = f"up to {memory_length * num_layers} through {num_layers} layers" if num_layers else ""
+            reach = f"up to {memory_length * num_layers} through {num_layers} layers; " if num_layers else ""
             return (f"{where}, segment memory carried from window to window: every layer of every prediction "
-                    f"attends to the position itself and the {memory_length} before it ({reach}; fewer only in "
+                    f"attends to the position itself and the {memory_length} before it ({reach}fewer only in "
                     f"the first {memory_length} tokens of a stream)")
         return (f"{where}, state carried from window to window: each prediction reads, through the state, every "
                 "earlier token of its stream")

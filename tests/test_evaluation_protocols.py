@@ -95,5 +95,6 @@ def test_describe_protocol_counts_the_tokens_a_prediction_reads():
     text = describe_protocol("stream", streams=1, memory_length=70, num_layers=2)
     assert "one stream" in text and "the 70 before it (up to 140 through 2 layers" in text
     assert "10 parallel streams (the split cut into 10 contiguous parts" in describe_protocol("stream", streams=10)
+    assert "the 8 before it (fewer only in the first 8 tokens" in describe_protocol("stream", memory_length=8)
     with pytest.raises(ValueError, match="needs window and stride"):
         describe_protocol("sliding_window", window=35)
