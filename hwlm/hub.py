@@ -144,7 +144,9 @@ def render_model_card(
     )
     stateful = bool(results.get("eval_method") == "stream")
     eval_method = (
-        "each split read as one stream with the recurrent state carried across windows."
+        "each split read as contiguous streams (as many as the evaluation batch holds, per process) with the state "
+        "carried across windows; one stream (`hwlm-eval --per_device_eval_batch_size 1`) gives the literature's "
+        "single-stream figure."
         if stateful
         else "sliding window (see `hwlm/evaluation.py`)."
     )
