@@ -36,7 +36,7 @@ __all__ = [
 MODEL_CARD_TEMPLATE = Path(__file__).resolve().parent / "model_card.md"
 
 
-#: result-key infix -> how the card names the method (hwlm-eval's test-time methods; see hwlm.adaptive)
+#: result-key infix -> how the card names the method (hwlm-eval's test-time methods; see hwlm.evaluation.test_time)
 ADAPTED_METHODS = {
     "neural_cache": "neural cache",
     "dynamic_eval": "dynamic evaluation",
@@ -148,7 +148,7 @@ def render_model_card(
         "carried across windows; one stream (`hwlm-eval --per_device_eval_batch_size 1`) gives the literature's "
         "single-stream figure."
         if stateful
-        else "sliding window (see `hwlm/evaluation.py`)."
+        else "sliding window (see `hwlm/evaluation/perplexity.py`)."
     )
     template = Path(template_path) if template_path else MODEL_CARD_TEMPLATE
     kwargs = dict(

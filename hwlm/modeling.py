@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 
 __all__ = [
-    "supports_state_carrying", "parse_config_overrides", "check_config_overrides", "resolve_config",
+    "supports_state_carrying", "check_tokenizer_fits", "parse_config_overrides", "check_config_overrides", "resolve_config",
     "check_model_settings", "skeleton_model", "check_fits", "build_model",
 ]
 
@@ -185,3 +185,21 @@ def build_model(model_args, tokenizer, *, block_size: int | None = None, batchin
             setattr(model.generation_config, key, getattr(tokenizer, key))
     check_fits(config, batching=batching, model=model)
     return model
+
+
+def check_tokenizer_fits(tokenizer: Any, vocab_size: int, folder: str) -> None:
+    """Refuse a tokenizer with more entries than the model has embeddings (its ids would index past them).
+
+    Args:
+        tokenizer: a transformers tokenizer (``len(tokenizer)`` entries, special tokens included).
+        vocab_size (`int`): the model's ``config.vocab_size``.
+        folder (`str`): the model folder, named in the message.
+    Raises:
+        ValueError: naming both sizes and the fix.
+    """
+    if len(tokenizer) > vocab_size:
+        raise ValueError(
+            f"the tokenizer of {folder!r} has {len(tokenizer)} entries but the model's vocab_size is {vocab_size}: "
+            "they were not trained together. Save the tokenizer the model was trained with into the folder "
+            "(tokenizer.save_pretrained)."
+        )

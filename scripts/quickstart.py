@@ -14,7 +14,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def main(argv: list[str] | None = None) -> dict:
-    from hwlm.cli.evaluate import EvalArguments, evaluate_folder
+    from hwlm.cli.evaluate import EvalArguments
+    from hwlm.evaluation import evaluate_folder
     from hwlm.cli.generate import GenerateArguments, generate_text
     from hwlm.cli.train import main as train_main
     from hwlm.data import DataArguments, load_corpus, load_prepared, prepare_datasets, resolve_tokenizer

@@ -16,7 +16,7 @@ from transformers import AutoConfig, AutoModelForCausalLM
 import _toy  # noqa: F401  (one intra-op thread)
 import hwlm  # noqa: F401
 from _toy import lstm_flags, prepare_toy
-from hwlm.adaptive import (
+from hwlm.evaluation import (
     DynamicEvalSettings,
     NeuralCache,
     NeuralCacheSettings,
@@ -269,7 +269,7 @@ def test_eval_command_refuses_tuning_without_a_method(trained):
 def sharded_reference(out, prepared, split, num_processes=2):
     """What `num_processes` processes must report: each adapts on its own part from the trained weights, with the
     cache of its own part, and the sums are added."""
-    from hwlm.adaptive import DynamicEvaluator
+    from hwlm.evaluation.dynamic_eval import DynamicEvaluator
     from hwlm.data import load_prepared
 
     model = AutoModelForCausalLM.from_pretrained(out).eval()
@@ -320,11 +320,11 @@ def test_two_processes_with_accelerate_launch(trained, tmp_path):
     ],
 )
 def test_cache_keys_are_what_the_output_layer_reads(model_type, kw):
-    from hwlm.adaptive import _head_inputs
+    from hwlm.evaluation.segments import head_inputs
 
     model = tiny(model_type, **kw)
     x = random_text(12)[None]
-    with torch.no_grad(), _head_inputs(model) as seen:
+    with torch.no_grad(), head_inputs(model) as seen:
         logits = model(input_ids=x).logits  # (1, 12, V)
     features = seen[-1].reshape(1, 12, -1)
     head = model.lm_head

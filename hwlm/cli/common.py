@@ -34,6 +34,8 @@ from typing import Any, Callable, Iterable, Optional, Sequence, TypeVar
 import yaml
 from transformers import HfArgumentParser
 
+from hwlm.modeling import check_tokenizer_fits  # noqa: F401  (re-exported: the commands' checks)
+
 __all__ = [
     "USER_ERRORS",
     "UsageError",
@@ -229,24 +231,6 @@ def check_model_folder(name_or_path: str, flag: str = "--model_name_or_path") ->
         raise ValueError(f"{config} is not UTF-8 (byte {err.start}); the folder is damaged") from None
     except json.JSONDecodeError as err:
         raise ValueError(f"{config} is not valid JSON ({err}); the folder is damaged") from None
-
-
-def check_tokenizer_fits(tokenizer: Any, vocab_size: int, folder: str) -> None:
-    """Refuse a tokenizer with more entries than the model has embeddings (its ids would index past them).
-
-    Args:
-        tokenizer: a transformers tokenizer (``len(tokenizer)`` entries, special tokens included).
-        vocab_size (`int`): the model's ``config.vocab_size``.
-        folder (`str`): the model folder, named in the message.
-    Raises:
-        ValueError: naming both sizes and the fix.
-    """
-    if len(tokenizer) > vocab_size:
-        raise ValueError(
-            f"the tokenizer of {folder!r} has {len(tokenizer)} entries but the model's vocab_size is {vocab_size}: "
-            "they were not trained together. Save the tokenizer the model was trained with into the folder "
-            "(tokenizer.save_pretrained)."
-        )
 
 
 def debug_requested(argv: Optional[Sequence[str]] = None) -> bool:
