@@ -38,14 +38,14 @@ import copy
 import itertools
 import math
 import time
-from dataclasses import dataclass, field
-from typing import Iterator, Optional
+from typing import Iterator
 
 import torch
 import torch.nn as nn
 
 from hwlm.batching import StreamLoader, sliding_window_batches
 from hwlm.modeling import supports_state_carrying
+from hwlm.settings import DynamicEvalSettings, NeuralCacheSettings  # re-exported: defined where --help reads them
 
 __all__ = [
     "DynamicEvalSettings",
@@ -61,65 +61,6 @@ __all__ = [
     "adaptive_loss_sums",
     "evaluate_adaptive",
 ]
-
-
-@dataclass
-class DynamicEvalSettings:
-    """Dynamic evaluation hyperparameters; the defaults are those of Krause et al.'s code for AWD-LSTM on PTB."""
-
-    dynamic_eval_learning_rate: float = field(
-        default=5e-5, metadata={"help": "η, the step size of the RMS-normalised update (0 = plain evaluation)."}
-    )
-    dynamic_eval_decay_rate: float = field(
-        default=2e-3,
-        metadata={"help": "λ, the decay towards the trained weights, scaled per weight by RMS/mean(RMS)."},
-    )
-    dynamic_eval_epsilon: float = field(default=2e-5, metadata={"help": "ε in g / (RMS + ε)."})
-    dynamic_eval_segment_length: int = field(
-        default=5,
-        metadata={"help": "Tokens scored between two updates: the stream window (recurrent models) or the "
-                  "sliding-window stride (Transformer)."},
-    )
-    dynamic_eval_stats_batch_size: int = field(
-        default=100, metadata={"help": "Streams (or windows) per batch for the training-split gradient RMS."}
-    )
-    dynamic_eval_stats_max_batches: Optional[int] = field(
-        default=None, metadata={"help": "Cap on the batches of the gradient RMS (default: the whole training split)."}
-    )
-
-    def __post_init__(self):
-        checks = [
-            ("dynamic_eval_learning_rate", self.dynamic_eval_learning_rate >= 0, ">= 0"),
-            ("dynamic_eval_decay_rate", 0 <= self.dynamic_eval_decay_rate <= 1, "in [0, 1]"),
-            ("dynamic_eval_epsilon", self.dynamic_eval_epsilon > 0, "> 0"),
-            ("dynamic_eval_segment_length", self.dynamic_eval_segment_length >= 1, ">= 1"),
-            ("dynamic_eval_stats_batch_size", self.dynamic_eval_stats_batch_size >= 1, ">= 1"),
-            ("dynamic_eval_stats_max_batches",
-             self.dynamic_eval_stats_max_batches is None or self.dynamic_eval_stats_max_batches >= 1, ">= 1 or unset"),
-        ]
-        for name, ok, allowed in checks:
-            if not ok:
-                raise ValueError(f"--{name} must be {allowed}, got {getattr(self, name)}")
-
-
-@dataclass
-class NeuralCacheSettings:
-    """Neural cache hyperparameters; the defaults are AWD-LSTM's PTB settings (salesforce/awd-lstm-lm pointer.py)."""
-
-    cache_size: int = field(default=500, metadata={"help": "Number of recent (hidden state, next word) pairs kept."})
-    cache_theta: float = field(default=1.0, metadata={"help": "θ, the inverse temperature of the cache scores."})
-    cache_lambda: float = field(default=0.1, metadata={"help": "λ, the weight of the cache in the mixture (0 = off)."})
-
-    def __post_init__(self):
-        if self.cache_size < 1:
-            raise ValueError(f"--cache_size must be >= 1, got {self.cache_size}")
-        if self.cache_theta < 0:
-            raise ValueError(f"--cache_theta must be >= 0, got {self.cache_theta}")
-        if not 0 <= self.cache_lambda < 1:
-            raise ValueError(
-                f"--cache_lambda must be in [0, 1), got {self.cache_lambda} (1 would give a word never seen in the "
-                "cache probability 0)"
-            )
 
 
 # --------------------------------------------------------------------------------------------------- segments

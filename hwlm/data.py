@@ -47,6 +47,7 @@ from datasets.table import InMemoryTable
 from transformers import PreTrainedTokenizerBase
 
 from . import corpora
+from .settings import DataArguments  # re-exported: defined where --help can read it cheaply
 from .tokenization import (
     _SPECIAL_PATTERN,
     ARROW_ONLY_WHITESPACE,
@@ -77,69 +78,6 @@ RAW_TEXT_SETTINGS = {"vocab_size": None, "min_frequency": 3, "lowercase": False,
 EMBEDDED_SPLIT_PERCENT = {"train": 80, "validation": 10, "test": 10}
 PREPARED_FORMAT_VERSION = 2  # 2: tokens/<split>.npy (memory-mapped streams); 1 is still read
 _BUILDERS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet"}
-
-
-@dataclass
-class DataArguments:
-    """Where the text comes from and how it becomes model inputs.
-
-    Shared by ``hwlm-prepare``, ``hwlm-tokenizer`` and the training command (parsed with
-    `transformers.HfArgumentParser`). With neither ``dataset_name`` nor ``train_file``, the
-    embedded corpus (Python's reference-manual topics, ``pydoc_data.topics``) is used.
-    """
-
-    dataset_name: Optional[str] = field(
-        default=None,
-        metadata={"help": "A classic corpus by name: ptb, wikitext-2, wikitext-103, wikitext-2-raw, wikitext-103-raw "
-                  "(local copies from $HWLM_DATA_DIR/<name>/, else downloaded once into the datasets cache; "
-                  "--train_file etc. override it), or any Hub dataset id, e.g. Salesforce/wikitext. "
-                  "Default: the embedded corpus."},
-    )
-    dataset_config_name: Optional[str] = field(
-        default=None, metadata={"help": "Hub dataset configuration, e.g. wikitext-2-v1."}
-    )
-    train_file: Optional[str] = field(
-        default=None,
-        metadata={"help": "Local training file: text (one line per row; .txt, .tokens, ...), .json/.jsonl, "
-                  ".csv or .parquet."},
-    )
-    validation_file: Optional[str] = field(
-        default=None,
-        metadata={"help": "Local validation file (same format as --train_file). Default: the last "
-                  "--validation_split_percentage percent of the training lines."},
-    )
-    test_file: Optional[str] = field(
-        default=None,
-        metadata={"help": "Local test file (same format as --train_file). Default: carved off the end of the "
-                  "training lines like the validation split."},
-    )
-    text_column: str = field(
-        default="text", metadata={"help": "Column holding the text in json/csv/parquet files and Hub datasets."}
-    )
-    tokenizer_name: Optional[str] = field(
-        default=None,
-        metadata={"help": "Tokenizer folder (written by hwlm-tokenizer or save_pretrained). Default: the "
-                  "repository's tokenizer/ for the embedded corpus; otherwise a word-level tokenizer is "
-                  "trained on the training split (flags of hwlm-tokenizer)."},
-    )
-    block_size: int = field(
-        default=128, metadata={"help": "Tokens per row of the 'blocks' layout (Transformer training)."}
-    )
-    preprocessing_num_workers: Optional[int] = field(
-        default=None, metadata={"help": "Processes for tokenisation (Dataset.map num_proc). Default: one."}
-    )
-    overwrite_cache: bool = field(
-        default=False, metadata={"help": "Recompute the tokenisation instead of reusing the datasets cache."}
-    )
-    validation_split_percentage: int = field(
-        default=5,
-        metadata={"help": "Percent of the training lines (taken from the end) used as validation and as test "
-                  "split when the data has none."},
-    )
-    replace_invalid_utf8: bool = field(
-        default=False,
-        metadata={"help": "Replace bytes that are not UTF-8 with U+FFFD instead of stopping with an error."},
-    )
 
 
 # --------------------------------------------------------------------------------------------

@@ -28,7 +28,6 @@ import hashlib
 import json
 import re
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Union
 
@@ -38,12 +37,13 @@ import pyarrow.compute as pc
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, TokenizersBackend
 
+from .settings import PRE_TOKENIZERS, TokenizerArguments  # re-exported: defined where --help can read them cheaply
+
 UNK_TOKEN = "<unk>"
 EOS_TOKEN = "<eos>"
 PAD_TOKEN = "<pad>"
 #: Special tokens in id order: ``<unk>`` = 0, ``<eos>`` = 1, ``<pad>`` = 2.
 SPECIAL_TOKENS = (UNK_TOKEN, EOS_TOKEN, PAD_TOKEN)
-PRE_TOKENIZERS = ("whitespace", "words", "treebank")
 
 #: Abbreviations that keep their period (case-sensitive): those WikiText writes with their period more often
 #: than split off. Abbreviations that also end sentences there (Jr, Inc, Co, Ltd, Vol, c, al) are left out:
@@ -73,61 +73,6 @@ TREEBANK_NORMALIZER_RULES = (
     (r"(?<=\p{N})\.(?=\p{N})", " @.@ "),
     (r"(?<=[" + _W + r"])-(?=[" + _W + r"])", " @-@ "),
 )
-
-
-@dataclass
-class TokenizerArguments:
-    """How to train a word-level tokenizer (flags of ``hwlm-tokenizer`` and ``hwlm-prepare``).
-
-    A field left at ``None`` takes the default of the corpus: for the embedded corpus (raw
-    English text) the settings of the committed ``tokenizer/`` (see ``EMBEDDED_TOKENIZER_SETTINGS``
-    in ``hwlm.data``); for any other corpus the settings for already-tokenized text:
-    ``whitespace`` pre-tokenizer, no lowercasing, no NFKC, no cap, ``min_frequency`` 1, which
-    reproduces the classic PTB / WikiText vocabularies exactly.
-    """
-
-    vocab_size: Optional[int] = field(
-        default=None,
-        metadata={"help": "Cap on the vocabulary size, counting the 3 special tokens (<unk>, <eos>, <pad>). "
-                  "Default: no cap (embedded corpus: 10000)."},
-    )
-    min_frequency: Optional[int] = field(
-        default=None,
-        metadata={"help": "Keep only words seen at least this many times in the training split. "
-                  "Default: 1 (embedded corpus: 2)."},
-    )
-    lowercase: Optional[bool] = field(
-        default=None,
-        metadata={"help": "Lowercase text before splitting. Default: false (embedded corpus: true).",
-                  "nargs": "?", "const": True},
-    )
-    nfkc: Optional[bool] = field(
-        default=None,
-        metadata={"help": "Apply Unicode NFKC normalisation before splitting. Default: false (embedded corpus: true).",
-                  "nargs": "?", "const": True},
-    )
-    pre_tokenizer: Optional[str] = field(
-        default=None,
-        metadata={"help": "'whitespace' splits on whitespace only (already tokenized corpora such as PTB, "
-                  "WikiText); 'treebank' tokenizes raw text the way WikiText is (wasn 't, 1 @,@ 000, U.S.); "
-                  "'words' splits runs of punctuation off words. Default: whitespace (raw named corpora "
-                  "wikitext-*-raw: treebank; embedded corpus: words).",
-                  "choices": list(PRE_TOKENIZERS)},
-    )
-
-    def resolved(self, defaults: dict) -> dict:
-        """Return the settings as keyword arguments for `train_word_tokenizer`.
-
-        Args:
-            defaults (`dict`): values for the fields left at ``None``.
-        Returns:
-            `dict` with keys ``vocab_size``, ``min_frequency``, ``lowercase``, ``nfkc``, ``pre_tokenizer``.
-        """
-        out = {}
-        for name in ("vocab_size", "min_frequency", "lowercase", "nfkc", "pre_tokenizer"):
-            value = getattr(self, name)
-            out[name] = defaults.get(name) if value is None else value
-        return out
 
 
 #: Settings for already-tokenized corpora (PTB, WikiText, the user's own files by default).

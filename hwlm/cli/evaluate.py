@@ -244,8 +244,7 @@ def adaptive_results(model, prepared, splits, eval_args, dynamic, cache, acceler
 def parse(argv: Optional[list[str]] = None) -> tuple:
     """``(EvalArguments, DataArguments, DynamicEvalSettings, NeuralCacheSettings)`` from the command line (flags, or a
     ``--config`` preset)."""
-    from hwlm.adaptive import DynamicEvalSettings, NeuralCacheSettings
-    from hwlm.data import DataArguments
+    from hwlm.settings import DataArguments, DynamicEvalSettings, NeuralCacheSettings
 
     return parse_command(
         (EvalArguments, DataArguments, DynamicEvalSettings, NeuralCacheSettings), argv, prog=PROG, description=__doc__

@@ -16,8 +16,7 @@ from pathlib import Path
 from typing import Optional
 
 from hwlm.cli.common import parse_command, run_main
-from hwlm.data import DataArguments, describe_source, load_corpus, load_or_train_tokenizer, prepare_datasets
-from hwlm.tokenization import TokenizerArguments
+from hwlm.settings import DataArguments, TokenizerArguments
 from hwlm.training.outputs import OutputLock, check_output_dir
 
 PROG = "hwlm-prepare"
@@ -54,6 +53,9 @@ def parse(argv: Optional[list[str]] = None) -> tuple:
 def run(argv: Optional[list[str]] = None) -> None:
     """Parse the flags, then load, tokenise and save the corpus (see the module docstring)."""
     data_args, tok_args, prep_args = parse(argv)
+    # after parsing: --help and a settings error answer without importing datasets, transformers or torch
+    from hwlm.data import describe_source, load_corpus, load_or_train_tokenizer, prepare_datasets
+
     out = Path(prep_args.output_dir)
     # before any work: write only into a new or empty folder or an earlier hwlm-prepare output
     check_output_dir(out, command="hwlm-prepare", marker=MARKER, would_write=WRITES, rewrite_own=True)

@@ -32,10 +32,10 @@ def run(argv: list[str] | None = None) -> dict:
 
     `train` runs the cross-field and file checks (`hwlm.training.arguments.check_settings`) before any data,
     model or process group."""
-    from hwlm.training.loop import train
-
     argv = list(sys.argv[1:] if argv is None else argv)
     model_args, data_args, train_args = parse(argv)
+    from hwlm.training.loop import train  # after parsing: --help and a settings error answer without torch
+
     command = "hwlm-train " + " ".join(shlex.quote(a) for a in argv)
     return train(model_args, data_args, train_args, command=command)
 
@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> None:
     """Console entry point: exit 0 when done, 128+signal (130 SIGINT, 143 SIGTERM) when a signal stopped the run
     after saving, 2 with a one-line ``hwlm-train: error: ...`` for bad settings or inputs, 1 (also one line) for a
     diverged run; ``--debug`` or ``HWLM_DEBUG=1`` shows the traceback (see `hwlm.cli.common`)."""
-    from hwlm.training.loop import TrainingDiverged
+    from hwlm.training.run import TrainingDiverged  # (standard library only)
 
     results = run_main(PROG, run, argv, failures=(TrainingDiverged,))
     if results.get("exit_code"):
