@@ -29,27 +29,45 @@ __all__ = [name for name in models.__all__ if name != "MODEL_CLASSES"]
 
 _CONFIG_AUTO = "transformers.models.auto.configuration_auto"
 _MODELING_AUTO = "transformers.models.auto.modeling_auto"
+#: transformers' Auto modules seen fully imported (by `_register` or after their execution)
+_auto_ready: set[str] = set()
+#: (Auto class name, model type) pairs registered so far; "AutoConfig" for the configs
+_registered: set[tuple[str, str]] = set()
 
 
-def _register_configs() -> None:
-    """``AutoConfig.register`` for every hwlm model type (imports the configuration files, hence transformers)."""
-    from transformers import AutoConfig
-
-    for model_type, (config_name, _) in MODEL_CLASS_NAMES.items():
-        config_class = getattr(models, config_name)
-        AutoConfig.register(model_type, config_class, exist_ok=True)
-        config_class.register_for_auto_class()
+def _class(name: str) -> Any:
+    """``hwlm.models.<name>``, or None while its module is still executing (an import cycle through transformers:
+    ``modeling_transformer`` imports ``transformers.modeling_layers``, which imports ``AutoModel``)."""
+    module_name = f"{models.__name__}.{models._MODULE_OF[name]}"
+    module = sys.modules.get(module_name) or importlib.import_module(module_name)
+    return getattr(module, name, None)
 
 
-def _register_models() -> None:
-    """``AutoModel*.register`` for every hwlm model class (imports the modeling files)."""
+def _register_ready() -> None:
+    """Register every hwlm class whose Auto module and defining module are both fully imported.
+
+    Called after `import hwlm` and after each of transformers' Auto modules and hwlm's model files is executed,
+    so that whichever comes last does the registration; registering twice is harmless (``exist_ok``).
+    """
     import transformers
 
-    for config_name, auto_classes in MODEL_CLASS_NAMES.values():
-        config_class = getattr(models, config_name)
+    for model_type, (config_name, auto_classes) in MODEL_CLASS_NAMES.items():
+        if _CONFIG_AUTO in _auto_ready and ("AutoConfig", model_type) not in _registered:
+            config_class = _class(config_name)
+            if config_class is not None:
+                _registered.add(("AutoConfig", model_type))
+                transformers.AutoConfig.register(model_type, config_class, exist_ok=True)
+                config_class.register_for_auto_class()
+        if _MODELING_AUTO not in _auto_ready or ("AutoConfig", model_type) not in _registered:
+            continue
         for auto_name, model_name in auto_classes.items():
-            model_class = getattr(models, model_name)
-            getattr(transformers, auto_name).register(config_class, model_class, exist_ok=True)
+            if (auto_name, model_type) in _registered:
+                continue
+            model_class = _class(model_name)
+            if model_class is None:
+                continue
+            _registered.add((auto_name, model_type))
+            getattr(transformers, auto_name).register(_class(config_name), model_class, exist_ok=True)
             # save_pretrained then copies the defining files into the folder and writes `auto_map` naming every
             # class registered here, so the folder loads with trust_remote_code=True where hwlm is not installed.
             model_class.register_for_auto_class(auto_name)
@@ -73,43 +91,47 @@ class _RunAfterExec(importlib.abc.Loader):
 
 
 class _RegisterWhenImported(importlib.abc.MetaPathFinder):
-    """A ``sys.meta_path`` finder that finds nothing itself: it hooks the registration onto transformers' Auto
-    modules when they are first imported, and leaves ``sys.meta_path`` once both are done."""
+    """A ``sys.meta_path`` finder that finds nothing itself: when transformers' Auto modules or hwlm's model files
+    are first imported, it runs `_register_ready` right after them; it leaves ``sys.meta_path`` once all is done."""
 
-    def __init__(self, pending: dict[str, Callable[[], None]]):
-        self.pending = pending
+    def __init__(self, names: set[str]):
+        self.names = names
         self._lock = threading.Lock()
 
     def find_spec(self, name, path, target=None):
-        if name not in self.pending:
+        if name not in self.names:
             return None
         with self._lock:
-            then = self.pending.pop(name, None)
-            if not self.pending and self in sys.meta_path:
+            if name not in self.names:
+                return None
+            self.names.discard(name)
+            if not self.names and self in sys.meta_path:
                 sys.meta_path.remove(self)
-        if then is None:
-            return None
         for finder in sys.meta_path:
             if finder is self or not hasattr(finder, "find_spec"):
                 continue
             spec = finder.find_spec(name, path, target)
             if spec is not None:
                 if spec.loader is not None and hasattr(spec.loader, "exec_module"):
-                    spec.loader = _RunAfterExec(spec.loader, then)
+                    spec.loader = _RunAfterExec(spec.loader, lambda: self._after(name))
                 return spec
         return None
 
+    @staticmethod
+    def _after(name: str) -> None:
+        if name in (_CONFIG_AUTO, _MODELING_AUTO):
+            _auto_ready.add(name)
+        _register_ready()
+
 
 def _register() -> None:
-    steps = {_CONFIG_AUTO: _register_configs, _MODELING_AUTO: _register_models}
-    pending = {}
-    for module_name, step in steps.items():
-        if module_name in sys.modules:  # transformers' Auto classes are already loaded: register now
-            step()
-        else:
-            pending[module_name] = step
-    if pending:
-        sys.meta_path.insert(0, _RegisterWhenImported(pending))
+    _auto_ready.update(name for name in (_CONFIG_AUTO, _MODELING_AUTO) if name in sys.modules)
+    watch = {name for name in (_CONFIG_AUTO, _MODELING_AUTO) if name not in _auto_ready}
+    watch |= {f"{models.__name__}.{module}" for module in set(models._MODULE_OF.values())} - set(sys.modules)
+    if _auto_ready:  # transformers' Auto classes are already loaded: register now
+        _register_ready()
+    if _auto_ready != {_CONFIG_AUTO, _MODELING_AUTO}:  # otherwise everything is registered already
+        sys.meta_path.insert(0, _RegisterWhenImported(watch))
 
 
 _register()
