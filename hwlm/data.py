@@ -41,7 +41,6 @@ from typing import Any, Optional, Union
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import torch
 from datasets import Dataset, DatasetDict, Features, List, Value, load_dataset, load_from_disk
 from datasets.table import InMemoryTable
 from transformers import PreTrainedTokenizerBase
@@ -620,6 +619,8 @@ class PreparedData:
         """
         if split not in self.streams:
             raise ValueError(f"split {split!r} is not prepared; available: {list(self.streams)}.")
+        import torch  # here, not at the top: hwlm-prepare and hwlm-tokenizer never need it
+
         path = self.token_files.get(split)
         if path is not None and Path(path).is_file():
             return torch.from_numpy(np.load(path, mmap_mode="c"))  # "c": writable view, pages shared until written

@@ -35,7 +35,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
-from transformers import AutoTokenizer, PreTrainedTokenizerBase, TokenizersBackend
+from transformers import PreTrainedTokenizerBase, TokenizersBackend  # no torch; AutoTokenizer (which imports it) is
+                                                                   # imported where a folder is loaded
 
 from .settings import PRE_TOKENIZERS, TokenizerArguments  # re-exported: defined where --help can read them cheaply
 
@@ -384,6 +385,8 @@ def load_tokenizer(name_or_path: Union[str, Path]) -> PreTrainedTokenizerBase:
             "--output_dir <folder> or pass another --tokenizer_name."
         )
     try:
+        from transformers import AutoTokenizer
+
         tok = AutoTokenizer.from_pretrained(str(name_or_path))
     except (OSError, ValueError) as e:
         raise FileNotFoundError(
