@@ -35,6 +35,7 @@ from common import (CORPORA, ReferenceRNNModel, ReferenceTransformerModel, add_c
 
 import hwlm  # noqa: F401  registers the model types
 from hwlm.batching import StreamLoader
+from hwlm.modeling import supports_state_carrying
 from transformers import AutoConfig, AutoModelForCausalLM
 
 FAMILIES = ("lstm", "rnn", "transformer", "transformer_memory")
@@ -77,7 +78,7 @@ def hwlm_trainer(model, tokens: torch.Tensor, s: dict, steps: int, lr: float = L
     """A callable running ``steps`` hwlm training steps on the next windows of an endless stream; returns tokens."""
     loader = StreamLoader(tokens, batch_size=s["batch"], bptt=s["bptt"])
     optimizer = torch.optim.SGD(model.parameters(), lr=lr)
-    carries = bool(getattr(model, "_is_stateful", False))
+    carries = supports_state_carrying(model)
     state = {"windows": iter(()), "cache": None}
     model.train()
 

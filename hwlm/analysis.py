@@ -45,6 +45,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hwlm.modeling import supports_state_carrying
+
 __all__ = [
     "GradientFlow",
     "gradient_flow",
@@ -235,7 +237,7 @@ def position_gradients(
         memory = getattr(work.config, "memory_length", None)
         if memory is not None:
             return _windowed_gradients(work, embeds, targets, window or memory)
-        if getattr(work, "_is_stateful", False):
+        if supports_state_carrying(work):
             return _recurrent_gradients(work, embeds, targets)
         return _one_pass_gradients(work, embeds, targets)
 

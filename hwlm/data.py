@@ -58,6 +58,7 @@ from .tokenization import (
     load_tokenizer,
     tokenizer_fingerprint,
     train_word_tokenizer,
+    unk_token_id,
 )
 
 SPLITS = ("train", "validation", "test")
@@ -707,7 +708,7 @@ def prepare_datasets(
             new_fingerprint=new_fp,
             desc=f"Tokenising {split}",
         ).with_format(None)
-    unk_id, eos_id = tokenizer.unk_token_id, tokenizer.eos_token_id
+    unk_id, eos_id = unk_token_id(tokenizer), tokenizer.eos_token_id
     stats, blocks, token_files = {}, DatasetDict(), {}
     for split, ds in streams.items():
         flat = _flat_ids(ds)

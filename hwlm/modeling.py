@@ -21,11 +21,11 @@ __all__ = [
 
 
 def supports_state_carrying(model) -> bool:
-    """True when the model returns a state that can be fed back to continue a stream (a capability flag).
-
-    ``model`` is an instance: transformers' ``_is_stateful`` may be a property that reads the config.
+    """True when the model returns a state that can be fed back to continue a stream: hwlm's ``carries_state``
+    capability, declared by each model family (a property of the instance: the Transformer carries state only with
+    segment memory). Training, evaluation, test-time adaptation and the benchmarks all ask here.
     """
-    return bool(getattr(model, "_is_stateful", False))
+    return bool(getattr(model, "carries_state", False))
 
 
 def parse_config_overrides(value: str | dict | None) -> dict[str, Any]:

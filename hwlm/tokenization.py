@@ -136,20 +136,35 @@ def _pre_tokenizer(name: str) -> pre_tokenizers.PreTokenizer:
 def wrap_tokenizer(tok: Tokenizer) -> TokenizersBackend:
     """Wrap a raw word-level `tokenizers.Tokenizer` as the transformers tokenizer class.
 
+    ``<eos>`` and ``<pad>`` are special tokens. ``<unk>`` is an ordinary vocabulary entry (id 0, still matched whole
+    in text): the WordLevel model emits it for every unknown word, and it is a word of the text the model reads and
+    writes (PTB's rare-word marker). Were it special, ``decode(..., skip_special_tokens=True)`` (the
+    text-generation pipeline's default) would delete unknown words from what a user reads, with no mark. transformers
+    re-marks every *named* special token as special when it loads a tokenizer, so the wrapper names no
+    ``unk_token`` (``tokenizer.unk_token`` is None); `unk_token_id` gives the id for either form.
+
     Args:
         tok (`tokenizers.Tokenizer`): built by `build_word_tokenizer`, vocabulary filled.
     Returns:
-        `transformers.TokenizersBackend` with ``unk_token``, ``eos_token``, ``pad_token`` set and
+        `transformers.TokenizersBackend` with ``eos_token``, ``pad_token`` set and
         ``clean_up_tokenization_spaces=False`` (the clean-up would glue "a , b" into "a, b").
     """
-    tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in SPECIAL_TOKENS])
+    tok.add_tokens([AddedToken(UNK_TOKEN, special=False, normalized=False)])
+    tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in SPECIAL_TOKENS if t != UNK_TOKEN])
     return TokenizersBackend(
         tokenizer_object=tok,
-        unk_token=UNK_TOKEN,
         eos_token=EOS_TOKEN,
         pad_token=PAD_TOKEN,
         clean_up_tokenization_spaces=False,
     )
+
+
+def unk_token_id(tokenizer: PreTrainedTokenizerBase) -> int | None:
+    """The id unknown words map to: ``tokenizer.unk_token_id``, or the ``<unk>`` entry of hwlm's word-level
+    vocabulary (an ordinary entry since hwlm stopped naming it special; see `wrap_tokenizer`)."""
+    if tokenizer.unk_token_id is not None:
+        return tokenizer.unk_token_id
+    return tokenizer.get_vocab().get(UNK_TOKEN)
 
 
 def train_word_tokenizer(

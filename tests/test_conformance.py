@@ -1,6 +1,6 @@
 """
 The Hugging Face contract: whatever a user does with `GPT2LMHeadModel` works with every hwlm family, or is refused
-with transformers' own error for stateful models (as for Mamba).
+by transformers itself because of what the model's cache is (a recurrent state cannot be rolled back).
 
 One battery over every family (tiny configs, CPU, offline): Trainer train/evaluate/save_model, the pipeline's
 default call, `return_dict=False`, `past_key_values`, unknown keywords, activation checkpointing, `torch.export`
@@ -15,6 +15,7 @@ import pytest
 import torch
 from datasets import Dataset
 from transformers import (
+    AutoConfig,
     AutoModel,
     AutoModelForCausalLM,
     AutoModelForSequenceClassification,
@@ -25,6 +26,7 @@ from transformers import (
     TrainingArguments,
     pipeline,
 )
+from transformers.cache_utils import Cache
 
 import hwlm  # noqa: F401  (registers the Auto classes)
 from hwlm.tokenization import train_word_tokenizer
@@ -127,8 +129,7 @@ def test_pipeline_default_call_stays_within_the_context(family, folder):
     text = generator("w1 w2 w3")[0]["generated_text"]
     assert text.startswith("w1 w2 w3")
     if FAMILIES[family][0] == "hwlm_transformer":
-        assert generator.model.generation_config.max_length == CONTEXT
-        assert len(text.split()) <= CONTEXT
+        assert len(text.split()) == CONTEXT  # the pipeline's default of 256 new tokens ends at the context
 
 
 def test_return_dict_false_gives_tuples(family, tokenizer):
@@ -331,11 +332,113 @@ def test_output_attentions_under_sdpa_matches_eager(tokenizer):
 
 
 @pytest.mark.parametrize("name", ["gru", "lstm"])
-def test_stateful_models_refuse_assisted_decoding(name, tokenizer):
+def test_recurrent_models_refuse_assisted_decoding_through_their_cache(name, tokenizer):
+    # Assisted decoding verifies draft tokens and rolls the cache back: a running state cannot roll back, and says so
+    # through transformers' public cache property, so transformers itself refuses (the wording is transformers').
     model = make_model(name, tokenizer)
-    assert model._is_stateful
-    with pytest.raises(ValueError, match="assisted generation is not supported with stateful models"):
+    assert model.carries_state
+    cache = model(input_ids=ids_of(tokenizer, "w1 w2")).cache
+    assert isinstance(cache, Cache) and not cache.is_croppable
+    with pytest.raises((ValueError, RuntimeError)):
         model.generate(ids_of(tokenizer, "w1 w2"), assistant_model=make_model(name, tokenizer, seed=1), max_new_tokens=3)
+
+
+def test_memory_transformer_assisted_decoding_equals_greedy(tokenizer):
+    # The segment memory is transformers' sliding-window cache, which can roll back: assisted decoding runs, and
+    # greedy verification must give exactly the model's own greedy continuation, past the memory's length.
+    memory = {"memory_length": 4, "position_embedding_type": "alibi"}
+    model = make_model("transformer", tokenizer, **memory)
+    ids = ids_of(tokenizer, "w1 w2 w3")
+    greedy = model.generate(ids, max_new_tokens=10, do_sample=False)
+    assisted = model.generate(
+        ids, assistant_model=make_model("transformer", tokenizer, seed=1, **memory), max_new_tokens=10, do_sample=False
+    )
+    assert torch.equal(assisted, greedy)
+
+
+def test_trainer_label_smoothing_scores_the_shifted_labels(family, tokenizer, tmp_path):
+    # Trainer pops the labels and smooths the logits itself; it shifts them only for models it lists as causal LMs.
+    # Unshifted, the model would be trained to predict its own input token, silently.
+    model = make_model(family, tokenizer)
+    args = TrainingArguments(output_dir=str(tmp_path), label_smoothing_factor=0.1, report_to=[], use_cpu=True)
+    trainer = Trainer(model=model, args=args)
+    batch = DataCollatorForLanguageModeling(tokenizer, mlm=False)(lm_dataset(tokenizer, 4, seed=3).to_list())
+    got = trainer.compute_loss(model, dict(batch))
+
+    log_p = torch.log_softmax(model(input_ids=batch["input_ids"]).logits[:, :-1], dim=-1)  # (B, T-1, V)
+    targets = batch["labels"][:, 1:]  # the label at t+1 is the target of position t
+    real = targets != -100
+    nll = -log_p.gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)[real].mean()
+    uniform = -log_p.mean(-1)[real].mean()  # cross-entropy against the uniform distribution over the vocabulary
+    torch.testing.assert_close(got, 0.9 * nll + 0.1 * uniform)
+
+
+def test_stop_strings_end_generation_on_words(family, tokenizer):
+    model = make_model(family, tokenizer)
+    ids = ids_of(tokenizer, "w1 w2 w3")
+    free = model.generate(ids, max_new_tokens=8, min_new_tokens=8, do_sample=False)
+    words = tokenizer.decode(free[0, ids.shape[1] :]).split()
+    stop = words[2]
+    first = words.index(stop)
+    stopped = model.generate(ids, max_new_tokens=8, do_sample=False, stop_strings=[stop], tokenizer=tokenizer)
+    assert tokenizer.decode(stopped[0, ids.shape[1] :]).split() == words[: first + 1]
+    # Two words, and a stop string that ends inside a word (as for subword vocabularies).
+    two = " ".join(words[3:5])
+    stopped = model.generate(ids, max_new_tokens=8, do_sample=False, stop_strings=two, tokenizer=tokenizer)
+    assert tokenizer.decode(stopped[0]).strip().endswith(two)
+    stopped = model.generate(ids, max_new_tokens=8, do_sample=False, stop_strings=[stop[:-1]], tokenizer=tokenizer)
+    assert tokenizer.decode(stopped[0, ids.shape[1] :]).split()[-1].startswith(stop[:-1])
+    with pytest.raises(ValueError, match="tokenizer"):
+        model.generate(ids, max_new_tokens=2, stop_strings=[stop])
+
+
+def test_pipeline_stop_sequence(family, folder):
+    generator = pipeline("text-generation", model=str(folder))
+    free = generator("w1 w2 w3", max_new_tokens=6, min_new_tokens=6, do_sample=False, return_full_text=False)
+    words = free[0]["generated_text"].split()
+    out = generator("w1 w2 w3", max_new_tokens=6, do_sample=False, return_full_text=False, stop_sequence=words[1])
+    assert out[0]["generated_text"].split() == words[: words.index(words[1]) + 1]
+
+
+def test_unknown_words_stay_visible_after_decoding(family, folder, tokenizer):
+    ids = tokenizer("zzz w1 qqq").input_ids  # two words outside the vocabulary
+    assert ids[0] == ids[2] == tokenizer.convert_tokens_to_ids("<unk>")
+    for skip in (False, True):
+        assert tokenizer.decode(ids, skip_special_tokens=skip).split() == ["<unk>", "w1", "<unk>"]
+    loaded = AutoTokenizer.from_pretrained(folder)  # what a pipeline or a Hub user gets
+    assert loaded.decode(ids, skip_special_tokens=True).split() == ["<unk>", "w1", "<unk>"]
+    assert loaded.decode([loaded.eos_token_id, ids[1]], skip_special_tokens=True).split() == ["w1"]  # <eos> is special
+    generator = pipeline("text-generation", model=str(folder))  # decodes new tokens with skip_special_tokens=True
+    assert generator.tokenizer.decode(ids, skip_special_tokens=True).split() == ["<unk>", "w1", "<unk>"]
+
+
+def test_generate_with_max_new_tokens_warns_about_nothing(family, tokenizer, capfd):
+    model = make_model(family, tokenizer)
+    model.generate(ids_of(tokenizer, "w1 w2"), max_new_tokens=3, do_sample=False)
+    assert "max_length" not in capfd.readouterr().err
+
+
+def test_config_overrides_as_run_clm_applies_them(family, tokenizer, tmp_path):
+    # transformers' run_clm.py: AutoConfig.for_model(model_type), then config.update_from_string(--config_overrides).
+    model_type, _ = FAMILIES[family]
+    config = AutoConfig.for_model(model_type, vocab_size=len(tokenizer))
+    config.update_from_string("hidden_size=32,num_hidden_layers=1")
+    model = AutoModelForCausalLM.from_config(config)
+    assert model.get_input_embeddings().weight.shape == (len(tokenizer), 32)  # the derived embedding width follows
+    if model_type == "hwlm_transformer":
+        assert model.model.layers[0].mlp.fc_in.out_features == 4 * 32  # the derived inner size follows
+        config.update_from_string("memory_length=16,position_embedding_type=alibi")  # an optional int, None before
+        assert AutoModelForCausalLM.from_config(config).config.memory_length == 16
+        config.update_from_string("memory_length=none")
+        assert config.memory_length is None
+    # A folder saved with an explicit size (the old form) loads unchanged.
+    explicit = {"intermediate_size": 40} if model_type == "hwlm_transformer" else {"embedding_size": 12, "tie_word_embeddings": True}
+    make_model(family, tokenizer, **explicit).save_pretrained(tmp_path / "old")
+    reloaded = AutoModelForCausalLM.from_pretrained(tmp_path / "old", hidden_size=16)
+    key = next(iter(explicit))
+    assert getattr(reloaded.config, key) == explicit[key]
+    with pytest.raises(ValueError, match="memory_length"):
+        config.update_from_string("memory_length=lots")
 
 
 @pytest.mark.parametrize(

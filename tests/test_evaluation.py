@@ -69,4 +69,4 @@ def test_sliding_window_matches_the_recipe_and_counts_each_target_once():
 
 def test_choice_follows_the_capability_flag_not_the_type():
     lstm, transformer = tiny("hwlm_lstm"), tiny("hwlm_transformer")
-    assert lstm._is_stateful and not transformer._is_stateful
+    assert lstm.carries_state and not transformer.carries_state

@@ -96,8 +96,8 @@ def test_memory_is_a_pytree_of_its_keys_and_values():
 
 
 def test_stateful_only_with_memory_and_memory_needs_alibi():
-    assert memory_model()._is_stateful
-    assert not make_model("transformer")._is_stateful
+    assert memory_model().carries_state
+    assert not make_model("transformer").carries_state
     with pytest.raises(ValueError, match="memory_length=8 needs position_embedding_type='alibi'"):
         AutoConfig.for_model("hwlm_transformer", memory_length=8)
     with pytest.raises(ValueError, match="memory_length"):

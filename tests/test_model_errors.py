@@ -69,9 +69,9 @@ def test_state_of_the_wrong_shape(name):
     with pytest.raises(ValueError, match=r"`cache` does not fit this model: expected a RecurrentState with 2 layers"):
         model(input_ids=random_ids(batch=2), cache=state)  # batch size changed
     with pytest.raises(ValueError, match=r"cache=None` to start from zeros"):
-        model(input_ids=random_ids(batch=3), cache=RecurrentState(state.layers[:1]))  # a layer missing
+        model(input_ids=random_ids(batch=3), cache=RecurrentState(list(state)[:1]))  # a layer missing
     with pytest.raises(ValueError, match=r"got tuple"):
-        model(input_ids=random_ids(batch=3), cache=tuple(state.layers))
+        model(input_ids=random_ids(batch=3), cache=tuple(state))
 
 
 def test_mask_with_gaps_is_rejected_by_recurrent_models():

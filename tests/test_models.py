@@ -192,7 +192,7 @@ def naive_greedy(model, ids, attention_mask, new_tokens):
     mask = attention_mask.clone()
     for _ in range(new_tokens):
         kwargs = {}
-        if not model._is_stateful:
+        if not model.carries_state:
             kwargs["position_ids"] = (mask.cumsum(-1) - 1).clamp(min=0)
         logits = model(input_ids=ids, attention_mask=mask, use_cache=False, **kwargs).logits[:, -1]
         ids = torch.cat([ids, logits.argmax(-1, keepdim=True)], dim=1)

@@ -6,7 +6,9 @@ This file travels with saved models (``trust_remote_code``), so it imports only 
 standard library.
 """
 
-from collections.abc import Iterable
+import dataclasses
+import typing
+from collections.abc import Callable, Iterable
 from typing import Any
 
 
@@ -93,3 +95,38 @@ def check_cutoffs(name: str, value: Any, vocab_size: int) -> None:
             f"`{name}` must be a non-empty, strictly increasing list of ints in (0, vocab_size={vocab_size}), "
             f"got {_describe(value)}. Example for a 10k vocabulary: [2000, 6000]."
         )
+
+
+def update_from_string(config: Any, update_str: str, update_one: Callable[[str], None]) -> None:
+    """
+    `PreTrainedConfig.update_from_string` (what transformers' `run_clm.py --config_overrides` calls) for fields whose
+    value is `None` too: transformers converts a value by the type of the current one and refuses `None`
+    (`memory_length=16` on a config without memory). Here such a field takes its declared type (`int | None` → int),
+    `none`/`null` sets any optional field back to `None`, and every other key goes to transformers' `update_one`.
+    """
+    hints = {f.name: f.type for f in dataclasses.fields(type(config))}  # hwlm's own fields hold real types
+    for item in update_str.split(","):
+        key, _, text = item.partition("=")
+        if not hasattr(config, key):
+            raise ValueError(f"key {key} isn't in the original config dict")
+        optional = type(None) in typing.get_args(hints.get(key))
+        if optional and text.strip().lower() in ("none", "null"):
+            setattr(config, key, None)
+        elif optional and getattr(config, key) is None:
+            setattr(config, key, _parse_as(key, text, hints[key]))
+        else:
+            update_one(item)
+
+
+def _parse_as(key: str, text: str, annotation: Any) -> Any:
+    """`text` as the first scalar type `annotation` allows (bool, int, float, then str)."""
+    allowed = typing.get_args(annotation)
+    for kind in (bool, int, float):
+        if kind in allowed:
+            try:
+                return {"true": True, "false": False}[text.lower()] if kind is bool else kind(text)
+            except (KeyError, ValueError):
+                continue
+    if str in allowed:
+        return text
+    raise ValueError(f"can't set `{key}` from the string {text!r}: it takes {annotation}.")

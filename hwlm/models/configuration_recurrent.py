@@ -3,6 +3,7 @@
 from transformers import PreTrainedConfig
 
 from .config_checks import (
+    update_from_string,
     check_non_negative_float,
     check_optional_positive_int,
     check_output_layer_and_token_ids,
@@ -94,9 +95,17 @@ class HwlmRecurrentConfig(PreTrainedConfig):
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
-        if self.embedding_size is None:
-            self.embedding_size = self.hidden_size
         self.validate_hwlm()
+
+    @property
+    def effective_embedding_size(self) -> int:
+        """`embedding_size`, or hidden_size when it is `None`: derived when used, so changing `hidden_size` later
+        (`from_pretrained(path, hidden_size=...)`, `--config_overrides`) changes it too."""
+        return self.embedding_size if self.embedding_size is not None else self.hidden_size
+
+    def update_from_string(self, update_str: str) -> None:
+        """As transformers', and optional fields (`None` by default) take a value too; see `config_checks`."""
+        update_from_string(self, update_str, super().update_from_string)
 
     def validate_hwlm(self) -> None:
         """Check every field; raise `ValueError` naming the field, the value and what is allowed."""

@@ -3,6 +3,7 @@
 from transformers import PreTrainedConfig
 
 from .config_checks import (
+    update_from_string,
     check_choice,
     check_optional_positive_int,
     check_output_layer_and_token_ids,
@@ -111,9 +112,17 @@ class HwlmTransformerConfig(PreTrainedConfig):
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
-        if self.intermediate_size is None:
-            self.intermediate_size = 4 * self.hidden_size
         self.validate_hwlm()
+
+    @property
+    def effective_intermediate_size(self) -> int:
+        """`intermediate_size`, or 4 * hidden_size when it is `None`: derived when used, so changing `hidden_size` later
+        (`from_pretrained(path, hidden_size=...)`, `--config_overrides`) changes it too."""
+        return self.intermediate_size if self.intermediate_size is not None else 4 * self.hidden_size
+
+    def update_from_string(self, update_str: str) -> None:
+        """As transformers', and optional fields (`None` by default) take a value too; see `config_checks`."""
+        update_from_string(self, update_str, super().update_from_string)
 
     def validate_hwlm(self) -> None:
         """Check every field; raise `ValueError` naming the field, the value and what is allowed."""

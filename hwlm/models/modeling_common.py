@@ -5,13 +5,15 @@ Shape legend: B batch, T time, D width of the features fed to the output layer, 
 This file travels with saved models, so it imports only torch and transformers.
 """
 
+import copy
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
-from transformers import PreTrainedModel
+from transformers import GenerationConfig, PreTrainedModel, StoppingCriteria, StoppingCriteriaList
 from transformers.modeling_outputs import CausalLMOutputWithPast, SequenceClassifierOutputWithPast
+from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 from transformers.utils.generic import TransformersKwargs
 
 #: Keyword arguments a forward accepts besides its named ones: transformers' own (`TransformersKwargs`: the loss's
@@ -26,6 +28,17 @@ FAMILY_AUTO_CLASSES = {
     "AutoModelForCausalLM": "ForCausalLM",
     "AutoModelForSequenceClassification": "ForSequenceClassification",
 }
+
+
+def declare_causal_lm(model_type: str, class_name: str) -> None:
+    """
+    List `class_name` among transformers' causal language models (`MODEL_FOR_CAUSAL_LM_MAPPING_NAMES`, which
+    `AutoModelForCausalLM.register` does not touch). `Trainer` reads that list to decide whether labels must be
+    shifted before its label smoother (`label_smoothing_factor`) scores the logits; without it, an hwlm model would be
+    smoothed against its unshifted labels and learn to predict its own input, silently. Called when a modeling file
+    is imported, so a folder loaded with `trust_remote_code` (without hwlm) is listed too.
+    """
+    MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.setdefault(model_type, class_name)
 
 
 def padding_mask(input_ids, attention_mask, pad_token_id):
@@ -212,6 +225,81 @@ class HwlmCausalLMMixin(HwlmStrictLoadingMixin):
 
     def set_output_embeddings(self, value: nn.Module) -> None:
         self.lm_head = value
+
+
+class WordStopCriteria(StoppingCriteria):
+    """
+    `generate(stop_strings=..., tokenizer=...)` for a word-level vocabulary: a row stops when a stop string ends inside
+    its newest word (the string may span several words or stop short of the word's end, as transformers'
+    `StopStringCriteria` allows for subword vocabularies). transformers' own criterion finds where each
+    vocabulary entry can sit in a stop string by encoding a probe string, which a word-level tokenizer maps to
+    `<unk>`; decoding the last few tokens needs no such probe.
+    """
+
+    def __init__(self, tokenizer, stop_strings: str | list[str]):
+        self.tokenizer = tokenizer
+        self.stop_strings = [stop_strings] if isinstance(stop_strings, str) else list(stop_strings)
+        if not self.stop_strings or not all(isinstance(stop, str) and stop for stop in self.stop_strings):
+            raise ValueError(f"stop_strings must be non-empty strings, got {stop_strings!r}.")
+        # A word holds at least one character, so a stop string of n characters spans at most n + 1 tokens.
+        self.tail = max(len(stop) for stop in self.stop_strings) + 1
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs) -> torch.BoolTensor:
+        texts = self.tokenizer.batch_decode(input_ids[:, -self.tail :].tolist())
+        newest = self.tokenizer.batch_decode(input_ids[:, -1:].tolist())
+        done = []
+        for text, word in zip(texts, newest):
+            # A match counts when it ends inside the newest word: text[boundary:] is that word.
+            boundary = len(text) - len(word.strip())
+            done.append(any(text.find(stop, max(0, boundary - len(stop) + 1)) != -1 for stop in self.stop_strings))
+        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
+
+
+class ContextLimitCriteria(StoppingCriteria):
+    """Stop every row once the sequence fills `max_length` positions (a model with a fixed context window)."""
+
+    def __init__(self, max_length: int):
+        self.max_length = max_length
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs) -> torch.BoolTensor:
+        return torch.full((input_ids.shape[0],), input_ids.shape[-1] >= self.max_length, device=input_ids.device)
+
+
+class HwlmGenerationMixin:
+    """
+    `generate()` as transformers', with two word-level fixes applied before it runs:
+
+    * `stop_strings` (argument or generation config) are matched by `WordStopCriteria` on the decoded words;
+    * a model with a fixed context (`generation_context_limit()` not None) stops when the context is full, so a
+      pipeline's default of 256 new tokens ends at the context instead of failing; an explicit `max_new_tokens` stays
+      the user's (and warns about nothing, as for GPT-2).
+    """
+
+    def generation_context_limit(self) -> int | None:
+        """The most positions a sequence may fill while generating (None: no limit)."""
+        return None
+
+    def generate(self, inputs=None, generation_config: GenerationConfig | None = None, stopping_criteria=None, **kwargs):
+        stop_strings = kwargs.pop("stop_strings", None)
+        configured = generation_config if generation_config is not None else self.generation_config
+        if stop_strings is None and configured.stop_strings is not None:
+            stop_strings = configured.stop_strings
+            generation_config = copy.deepcopy(configured)
+            generation_config.stop_strings = None
+        extra = []
+        if stop_strings is not None:
+            tokenizer = kwargs.pop("tokenizer", None)
+            if tokenizer is None:
+                raise ValueError(
+                    "generate(stop_strings=...) needs the model's tokenizer to read the words: pass `tokenizer=`."
+                )
+            extra.append(WordStopCriteria(tokenizer, stop_strings))
+        limit = self.generation_context_limit()
+        if limit is not None:
+            extra.append(ContextLimitCriteria(limit))
+        if extra:
+            stopping_criteria = StoppingCriteriaList([*(stopping_criteria or []), *extra])
+        return super().generate(inputs, generation_config=generation_config, stopping_criteria=stopping_criteria, **kwargs)
 
 
 def last_token_index(attention_mask: torch.Tensor | None, length: int, batch_size: int) -> torch.LongTensor:

@@ -27,8 +27,9 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from torch.utils import _pytree as pytree
-from transformers import GenerationMixin, PreTrainedModel
+from transformers import Cache, GenerationMixin, PreTrainedModel
 from transformers import initialization as init
+from transformers.cache_utils import CacheLayerMixin
 from transformers.modeling_outputs import BaseModelOutputWithPast
 from transformers.modeling_utils import slice_logits_to_keep
 from transformers.utils import can_return_tuple
@@ -40,11 +41,13 @@ from .configuration_rnn import HwlmRnnConfig
 from .modeling_common import (
     HwlmCausalLMMixin,
     HwlmCausalLMOutput,
+    HwlmGenerationMixin,
     HwlmStrictLoadingMixin,
     build_lm_head,
     check_model_kwargs,
     check_token_ids,
     classification_outputs,
+    declare_causal_lm,
     is_tracing,
     last_token_index,
     lm_head_outputs,
@@ -52,20 +55,90 @@ from .modeling_common import (
 )
 
 
-class RecurrentState:
+class RecurrentLayer(CacheLayerMixin):
     """
-    The state of a stacked recurrent LM between two calls: per layer, `(h,)` for RNN/GRU or `(h, c)` for LSTM,
-    each tensor (B, H). The same object serves truncated BPTT (`detach()`) and generation (`reorder_cache()`).
-
-    `generate()` treats it as a cache that needs only the new tokens: pass the tokens that follow the state, not
-    the whole sequence again.
+    One layer's running state in a transformers `Cache`: `(h,)` for RNN/GRU or `(h, c)` for LSTM, each (B, H), and
+    the number of tokens it has consumed. Unlike a key/value layer it holds no per-token history, so it cannot be
+    cropped back to an earlier token (`is_croppable = False`): transformers then refuses what needs that rewind
+    (assisted decoding), as for any cache that cannot roll back.
     """
 
     is_compileable = False
+    is_croppable = False
+    supports_early_init = False
 
-    def __init__(self, layers: Sequence[tuple[torch.Tensor, ...]], seen_tokens: int = 0):
-        self.layers = [tuple(layer) for layer in layers]
+    def __init__(self, states: Sequence[torch.Tensor] = (), seen_tokens: int = 0):
+        super().__init__()
+        self.states = tuple(states)
         self.seen_tokens = seen_tokens
+        self.is_initialized = bool(self.states)
+
+    def __repr__(self) -> str:
+        shapes = [tuple(t.shape) for t in self.states]
+        return f"RecurrentLayer(states={shapes}, seen_tokens={self.seen_tokens})"
+
+    @property
+    def device(self) -> torch.device | None:
+        return self.states[0].device if self.states else None
+
+    def lazy_initialization(self, *states: torch.Tensor) -> None:
+        self.states, self.is_initialized = tuple(states), True
+
+    def update(self, *states: torch.Tensor, num_tokens: int = 0) -> tuple[torch.Tensor, ...]:
+        """Replace the state by the one after `num_tokens` more tokens; the tensors are rebound, never written into,
+        so a state still needed by autograd (truncated BPTT) stays intact."""
+        self.lazy_initialization(*states)
+        self.seen_tokens += num_tokens
+        return self.states
+
+    def get_seq_length(self) -> int:
+        return self.seen_tokens
+
+    def get_max_length(self) -> int:
+        return -1  # a running state has no length limit
+
+    def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
+        return query_length, 0  # nothing cached to attend to
+
+    def reset(self) -> None:
+        self.states = tuple(torch.zeros_like(t) for t in self.states)
+        self.seen_tokens = 0
+
+    def crop(self, tokens_to_remove: int) -> None:
+        if tokens_to_remove:
+            raise RuntimeError(
+                "A recurrent state cannot be cropped: it keeps no per-token history to roll back to (is_croppable=False)."
+            )
+
+    def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
+        self.states = tuple(t.index_select(0, beam_idx.to(t.device)) for t in self.states)
+
+    def batch_repeat_interleave(self, repeats: int) -> None:
+        self.states = tuple(t.repeat_interleave(repeats, dim=0) for t in self.states)
+
+    def batch_select_indices(self, indices: torch.Tensor) -> None:
+        self.states = tuple(t[indices, ...] for t in self.states)
+
+    def offload(self) -> None:
+        self.states = tuple(t.to("cpu", non_blocking=True) for t in self.states)
+
+    def prefetch(self) -> None:
+        pass  # offloading is for key/value caches; a state is small and stays where it is
+
+
+class RecurrentState(Cache):
+    """
+    The state of a stacked recurrent LM between two calls, as a transformers `Cache` of `RecurrentLayer`s: per layer,
+    `(h,)` for RNN/GRU or `(h, c)` for LSTM, each (B, H). The same object serves truncated BPTT (`detach()`),
+    generation (`generate()` feeds only the new tokens; `reorder_cache()` for beams) and checkpoints (a pytree node).
+
+    A state is a value: the forward never changes the state it is given, it returns the state after the new tokens
+    as a new object (so `before = model(a).cache; after = model(b, cache=before).cache` keeps both), and `detach()`
+    returns a detached copy, as `torch.Tensor.detach` does.
+    """
+
+    def __init__(self, layers: Sequence[Sequence[torch.Tensor]] = (), seen_tokens: int = 0):
+        super().__init__(layers=[RecurrentLayer(states, seen_tokens) for states in layers])
 
     @classmethod
     def zeros(cls, num_layers: int, tensors_per_layer: int, batch_size: int, hidden_size: int, like: torch.Tensor):
@@ -77,38 +150,23 @@ class RecurrentState:
             ]
         )
 
-    def __len__(self) -> int:
-        return len(self.layers)
-
     def __getitem__(self, layer_idx: int) -> tuple[torch.Tensor, ...]:
-        return self.layers[layer_idx]
+        return self.layers[layer_idx].states
 
     def __iter__(self):
-        return iter(self.layers)
+        return (layer.states for layer in self.layers)
 
     def __repr__(self) -> str:
-        return f"RecurrentState(layers={len(self)}, batch_size={self.batch_size}, seen_tokens={self.seen_tokens})"
+        size = self.batch_size if self.layers else 0
+        return f"RecurrentState(layers={len(self)}, batch_size={size}, seen_tokens={self.get_seq_length()})"
 
     @property
     def batch_size(self) -> int:
-        return self.layers[0][0].shape[0]
-
-    @property
-    def is_linear(self) -> list[bool]:
-        # Read by `generate()`: a state, unlike a key/value cache, is never re-sliced against the prompt.
-        return [True] * len(self.layers)
-
-    def get_seq_length(self, layer_idx: int = 0) -> int:
-        """Number of tokens this state has consumed since it was zero."""
-        return self.seen_tokens
+        return self.layers[0].states[0].shape[0]
 
     def detach(self) -> "RecurrentState":
-        """A copy cut from the autograd graph: the truncation in truncated BPTT."""
-        return RecurrentState([tuple(t.detach() for t in layer) for layer in self.layers], self.seen_tokens)
-
-    def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
-        """Reorder the batch in place (beam search): row i becomes old row `beam_idx[i]`."""
-        self.layers = [tuple(t.index_select(0, beam_idx.to(t.device)) for t in layer) for layer in self.layers]
+        """A copy cut from the autograd graph (the truncation of truncated BPTT); this state is left as it is."""
+        return RecurrentState([tuple(t.detach() for t in states) for states in self], self.get_seq_length())
 
 
 @dataclass
@@ -127,7 +185,7 @@ class HwlmRecurrentModelOutput(BaseModelOutputWithPast):
 
 
 def _flatten_state(state: RecurrentState):
-    return [t for layer in state.layers for t in layer], (len(state.layers), state.seen_tokens)
+    return [t for layer in state.layers for t in layer.states], (len(state.layers), state.get_seq_length())
 
 
 def _unflatten_state(leaves, context) -> RecurrentState:
@@ -182,15 +240,11 @@ class HwlmRecurrentPreTrainedModel(HwlmStrictLoadingMixin, PreTrainedModel):
     base_model_prefix = "model"
     main_input_name = "input_ids"
     supports_gradient_checkpointing = True
-    # transformers' flag for models whose cache is a running state (Mamba, RWKV): it refuses what needs to rewind
-    # the cache, e.g. assisted decoding. hwlm's training and evaluation read it too: such a model carries its state
-    # across the windows of a stream.
-    _is_stateful = True
-
-    @classmethod
-    def _supports_default_dynamic_cache(cls) -> bool:
-        # The recurrent state is the cache; generate() must not build a key/value cache for us.
-        return False
+    #: hwlm's capability (read through `hwlm.modeling.supports_state_carrying`): the `cache` a forward returns
+    #: continues a stream, so training and evaluation carry it from one window to the next (truncated BPTT).
+    #: What transformers must refuse (assisted decoding, which rewinds the cache) follows from the cache itself:
+    #: its `RecurrentLayer`s are not croppable.
+    carries_state = True
 
     def _init_weights(self, module: nn.Module) -> None:
         # Zaremba et al. (2014): every weight uniform in [-r, r]; biases start at zero.
@@ -217,13 +271,14 @@ class HwlmRecurrentModel(HwlmRecurrentPreTrainedModel):
         super().__init__(config)
         cell_type = config.cell_type
         self.state_tensors = 2 if cell_type == "lstm" else 1
-        self.embed_tokens = nn.Embedding(config.vocab_size, config.embedding_size)
+        embedding_size = config.effective_embedding_size
+        self.embed_tokens = nn.Embedding(config.vocab_size, embedding_size)
         module = {"tanh": nn.RNN, "relu": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}[cell_type]
         extra = {"nonlinearity": cell_type} if module is nn.RNN else {}
         # One module per layer (not one multi-layer module) so that variational dropout can act between layers.
         self.layers = nn.ModuleList(
             module(
-                input_size=config.embedding_size if i == 0 else config.hidden_size,
+                input_size=embedding_size if i == 0 else config.hidden_size,
                 hidden_size=config.hidden_size,
                 batch_first=True,
                 **extra,
@@ -231,9 +286,9 @@ class HwlmRecurrentModel(HwlmRecurrentPreTrainedModel):
             for i in range(config.num_hidden_layers)
         )
         # Tying needs the output layer's input width to equal the embedding width.
-        needs_projection = config.tie_word_embeddings and config.embedding_size != config.hidden_size
-        self.projection = nn.Linear(config.hidden_size, config.embedding_size, bias=False) if needs_projection else None
-        self.output_size = config.embedding_size if needs_projection else config.hidden_size
+        needs_projection = config.tie_word_embeddings and embedding_size != config.hidden_size
+        self.projection = nn.Linear(config.hidden_size, embedding_size, bias=False) if needs_projection else None
+        self.output_size = embedding_size if needs_projection else config.hidden_size
         self.gradient_checkpointing = False
         self.post_init()
 
@@ -252,6 +307,14 @@ class HwlmRecurrentModel(HwlmRecurrentPreTrainedModel):
                 f"{self.state_tensors} tensor(s) of shape {expected} (batch_size, hidden_size), got {got}. Pass the "
                 "`cache` returned by the previous call on a batch of the same size, or `cache=None` to start from zeros."
             )
+
+    @staticmethod
+    def _is_empty(cache) -> bool:
+        """No state yet: `None`, or a transformers `Cache` that has seen no token (e.g. the `DynamicCache` that
+        `generate()` prepares before the first step)."""
+        return cache is None or (
+            isinstance(cache, Cache) and not isinstance(cache, RecurrentState) and cache.get_seq_length() == 0
+        )
 
     def _embed(self, input_ids: torch.LongTensor | None, inputs_embeds: torch.Tensor | None) -> torch.Tensor:
         if inputs_embeds is not None:
@@ -341,7 +404,7 @@ class HwlmRecurrentModel(HwlmRecurrentPreTrainedModel):
         output_hidden_states = config.output_hidden_states if output_hidden_states is None else output_hidden_states
         x = self._embed(input_ids, inputs_embeds)  # (B, T, E)
         batch, time, _ = x.shape
-        if cache is None:
+        if self._is_empty(cache):
             cache = RecurrentState.zeros(len(self.layers), self.state_tensors, batch, config.hidden_size, like=x)
         else:
             self._check_state(cache, batch)
@@ -360,7 +423,7 @@ class HwlmRecurrentModel(HwlmRecurrentPreTrainedModel):
             if packing is not None:  # rows with no real token keep their incoming state
                 empty = (packing[2] == 0).unsqueeze(-1)  # (B, 1)
                 layer_state = [torch.where(empty, old, new) for old, new in zip(cache[i], layer_state)]
-            new_layers.append(tuple(layer_state))
+            new_layers.append(layer_state)
             last = i == len(self.layers) - 1
             x = locked_dropout(out, config.output_dropout if last else config.hidden_dropout, self.training)
             if all_hidden is not None and not last:
@@ -372,7 +435,7 @@ class HwlmRecurrentModel(HwlmRecurrentPreTrainedModel):
             all_hidden.append(x)  # what the output layer reads, as transformers' models do
         return HwlmRecurrentModelOutput(
             last_hidden_state=x,
-            cache=RecurrentState(new_layers, cache.seen_tokens + time) if use_cache else None,
+            cache=RecurrentState(new_layers, cache.get_seq_length() + time) if use_cache else None,
             hidden_states=tuple(all_hidden) if all_hidden is not None else None,
             activation_penalty=penalty,
         )
@@ -399,7 +462,7 @@ class HwlmRecurrentModel(HwlmRecurrentPreTrainedModel):
         return penalty
 
 
-class HwlmRecurrentForCausalLM(HwlmCausalLMMixin, HwlmRecurrentPreTrainedModel, GenerationMixin):
+class HwlmRecurrentForCausalLM(HwlmCausalLMMixin, HwlmGenerationMixin, HwlmRecurrentPreTrainedModel, GenerationMixin):
     """A recurrent causal LM: the body and an output layer. The classes below bind it to a config and a cell type."""
 
     _tied_weights_keys = {"lm_head.weight": "model.embed_tokens.weight"}
@@ -569,3 +632,7 @@ class HwlmLstmForSequenceClassification(HwlmRecurrentForSequenceClassification):
 
     config_class = HwlmLstmConfig
     body_class = HwlmLstmModel
+
+
+declare_causal_lm(HwlmRnnConfig.model_type, HwlmRnnForCausalLM.__name__)
+declare_causal_lm(HwlmLstmConfig.model_type, HwlmLstmForCausalLM.__name__)

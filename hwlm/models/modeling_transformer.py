@@ -38,11 +38,13 @@ from .configuration_transformer import HwlmTransformerConfig
 from .modeling_common import (
     HwlmCausalLMMixin,
     HwlmCausalLMOutput,
+    HwlmGenerationMixin,
     HwlmStrictLoadingMixin,
     build_lm_head,
     check_model_kwargs,
     check_token_ids,
     classification_outputs,
+    declare_causal_lm,
     is_tracing,
     last_token_index,
     lm_head_outputs,
@@ -98,11 +100,10 @@ class SegmentMemory(DynamicCache):
         super().__init__(config=config)
 
     def detach(self) -> "SegmentMemory":
-        """Cut the memory from the autograd graph (in place; returns the memory): the truncation of truncated BPTT."""
-        for layer in self.layers:
-            if layer.is_initialized:
-                layer.keys, layer.values = layer.keys.detach(), layer.values.detach()
-        return self
+        """A copy cut from the autograd graph (the truncation of truncated BPTT); this memory is left as it is, as
+        `RecurrentState.detach()` and `torch.Tensor.detach()` do."""
+        leaves, context = _flatten_memory(self)
+        return _unflatten_memory([t.detach() for t in leaves], context)
 
 
 def _flatten_memory(memory: SegmentMemory):
@@ -177,9 +178,9 @@ class HwlmAttention(nn.Module):
 class HwlmMLP(nn.Module):
     def __init__(self, config: HwlmTransformerConfig):
         super().__init__()
-        self.fc_in = nn.Linear(config.hidden_size, config.intermediate_size)
+        self.fc_in = nn.Linear(config.hidden_size, config.effective_intermediate_size)
         self.act = ACT2FN[config.hidden_act]
-        self.fc_out = nn.Linear(config.intermediate_size, config.hidden_size)
+        self.fc_out = nn.Linear(config.effective_intermediate_size, config.hidden_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc_out(self.act(self.fc_in(x)))
@@ -215,9 +216,9 @@ class HwlmTransformerPreTrainedModel(HwlmStrictLoadingMixin, PreTrainedModel):
     _can_compile_fullgraph = True
 
     @property
-    def _is_stateful(self) -> bool:
-        # With segment memory the cache is carried across the windows of a stream like a recurrent state (hwlm's
-        # training and evaluation read this), and a sliding-window cache cannot be rewound (transformers reads it).
+    def carries_state(self) -> bool:
+        """hwlm's capability (see `HwlmRecurrentPreTrainedModel.carries_state`): with segment memory the cache is
+        carried across the windows of a stream like a recurrent state."""
         return self.config.memory_length is not None
 
     def _init_weights(self, module: nn.Module) -> None:
@@ -395,7 +396,7 @@ class HwlmTransformerModel(HwlmTransformerPreTrainedModel):
         )
 
 
-class HwlmTransformerForCausalLM(HwlmCausalLMMixin, HwlmTransformerPreTrainedModel, GenerationMixin):
+class HwlmTransformerForCausalLM(HwlmCausalLMMixin, HwlmGenerationMixin, HwlmTransformerPreTrainedModel, GenerationMixin):
     """Causal decoder-only Transformer word-level language model; see [`HwlmTransformerConfig`]."""
 
     _tied_weights_keys = {"lm_head.weight": "model.embed_tokens.weight"}
@@ -404,10 +405,11 @@ class HwlmTransformerForCausalLM(HwlmCausalLMMixin, HwlmTransformerPreTrainedMod
         super().__init__(config)
         self.model = HwlmTransformerModel(config)
         self.lm_head = build_lm_head(config, config.hidden_size)
-        if config.memory_length is None:
-            # A default pipeline or generate() call stops at the context the model was trained for.
-            self.generation_config.max_length = config.max_position_embeddings
         self.post_init()
+
+    def generation_context_limit(self) -> int | None:
+        # Without memory, positions beyond max_position_embeddings have no embedding: generation stops there.
+        return None if self.config.memory_length is not None else self.config.max_position_embeddings
 
     @can_return_tuple
     @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
@@ -518,3 +520,6 @@ class HwlmTransformerForSequenceClassification(HwlmTransformerPreTrainedModel):
         batch, time, _ = features.shape
         last = last_token_index(attention_mask, time, batch).to(features.device)
         return classification_outputs(self, features[torch.arange(batch, device=features.device), last], labels, outputs)
+
+
+declare_causal_lm(HwlmTransformerConfig.model_type, HwlmTransformerForCausalLM.__name__)
