@@ -204,7 +204,26 @@ def train_word_tokenizer(
     if min_frequency < 1:
         raise ValueError(f"min_frequency={min_frequency} must be >= 1.")
     tok = build_word_tokenizer(lowercase=lowercase, nfkc=nfkc, pre_tokenizer=pre_tokenizer)
-    words = vocabulary_from_counts(*count_words(texts, tok), vocab_size=vocab_size, min_frequency=min_frequency)
+    return tokenizer_from_counts(*count_words(texts, tok), vocab_size=vocab_size, min_frequency=min_frequency,
+                                 lowercase=lowercase, nfkc=nfkc, pre_tokenizer=pre_tokenizer)
+
+
+def tokenizer_from_counts(
+    words: pa.Array,
+    counts: np.ndarray,
+    *,
+    vocab_size: Optional[int] = None,
+    min_frequency: int = 1,
+    lowercase: bool = False,
+    nfkc: bool = False,
+    pre_tokenizer: str = "whitespace",
+) -> TokenizersBackend:
+    """The tokenizer `train_word_tokenizer` builds from word counts (`count_words`, or `hwlm.data.CountingEncoder`).
+
+    Raises:
+        ValueError: no word left (empty corpus, or every word below ``min_frequency``).
+    """
+    words = vocabulary_from_counts(words, counts, vocab_size=vocab_size, min_frequency=min_frequency)
     if not words:
         raise ValueError(
             "the training text has no words (empty corpus, or every word below "
@@ -244,7 +263,10 @@ def arrow_batches(texts: Iterable, batch_size: int = 10_000) -> Iterator[pa.Arra
             yield pa.array(batch, pa.large_string())
             batch = []
         if isinstance(item, pa.ChunkedArray):
-            yield from (pc.fill_null(c, "") for c in item.chunks)
+            if item.num_chunks and item.nbytes < 1 << 30:  # one array: datasets' tables hold ~1,000-line chunks
+                yield pc.fill_null(item.combine_chunks(), "")
+            else:
+                yield from (pc.fill_null(c, "") for c in item.chunks)
         elif isinstance(item, pa.Array):
             yield pc.fill_null(item, "")
         else:
@@ -318,6 +340,19 @@ def count_words(texts: Iterable, tokenizer: Tokenizer) -> tuple[pa.Array, np.nda
         if len(tables) >= 32:  # keep memory at the distinct words, not the number of batches
             tables = [_sum_counts(tables)]
     chunks = _sum_counts(tables) if tables else pa.table({"word": pa.array([], pa.large_string()), "n": pa.array([], pa.int64())})
+    return words_from_chunk_counts(chunks, odd_lines, tokenizer)
+
+
+def words_from_chunk_counts(chunks: pa.Table, odd_lines: list[str], tokenizer: Tokenizer) -> tuple[pa.Array, np.ndarray]:
+    """Word counts from whitespace-chunk counts: the chunks the pipeline may change go through it, once each.
+
+    Args:
+        chunks (`pyarrow.Table`): columns ``word`` (distinct whitespace-separated chunks, ``""`` allowed) and ``n``.
+        odd_lines (`list[str]`): lines holding `ARROW_ONLY_WHITESPACE`, counted through the pipeline whole.
+        tokenizer (`tokenizers.Tokenizer`): normalizer and pre-tokenizer to apply.
+    Returns:
+        ``(words, counts)`` as `count_words`.
+    """
     # utf8_split_whitespace leaves empty strings at leading/trailing/repeated whitespace: not words
     chunks = chunks.filter(pc.greater(pc.binary_length(chunks["word"]), 0))
     if is_whitespace_only(tokenizer):
