@@ -218,8 +218,12 @@ def test_trainer_with_gradient_checkpointing(family, tokenizer, tmp_path):
         train_dataset=lm_dataset(tokenizer, 16, seed=1),
         data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False),
     )
+    calls = []
+    first = next(m for m in model.model.layers[0].modules() if isinstance(m, (torch.nn.RNNBase, torch.nn.Linear)))
+    first.register_forward_pre_hook(lambda *_: calls.append(1))
     result = trainer.train()
-    assert model.is_activation_checkpointing and result.training_loss > 0
+    assert model.is_activation_checkpointing and result.global_step == 2
+    assert len(calls) == 2 * 2  # each step ran layer 1 twice: forward, then its recomputation in backward
 
 
 class _Logits(torch.nn.Module):
@@ -534,3 +538,33 @@ def test_compile_fullgraph_matches_eager(name, tokenizer):
         logits = compiled(input_ids=ids, use_cache=False).logits
     torch.testing.assert_close(logits, model(input_ids=ids).logits)
     torch._dynamo.reset()
+
+
+RUN_CLM_MODEL_PATH = '''
+# How transformers' examples/pytorch/language-modeling/run_clm.py builds a new model from --model_type.
+import argparse
+from transformers import CONFIG_MAPPING, AutoModelForCausalLM
+parser = argparse.ArgumentParser()
+parser.add_argument("--model_type")
+parser.add_argument("--config_overrides")
+parser.add_argument("--output_dir")
+args = parser.parse_args()
+config = CONFIG_MAPPING[args.model_type]()
+config.update_from_string(args.config_overrides)
+AutoModelForCausalLM.from_config(config).save_pretrained(args.output_dir)
+'''
+
+
+def test_run_clm_builds_hwlm_model_types_through_run_script(tmp_path):
+    import subprocess
+    import sys
+
+    script = tmp_path / "run_clm_model_path.py"
+    script.write_text(RUN_CLM_MODEL_PATH)
+    overrides = "hidden_size=32,num_attention_heads=2,memory_length=16,position_embedding_type=alibi,vocab_size=50"
+    args = [str(script), "--model_type", "hwlm_transformer", "--config_overrides", overrides, "--output_dir", str(tmp_path / "out")]
+    plain = subprocess.run([sys.executable, *args], capture_output=True, text=True)
+    assert plain.returncode != 0 and "hwlm_transformer" in plain.stderr  # the script alone does not know the type
+    subprocess.run([sys.executable, "-m", "hwlm.run_script", *args], check=True, capture_output=True, text=True)
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "out")
+    assert model.config.memory_length == 16 and model.model.layers[0].mlp.fc_in.out_features == 128

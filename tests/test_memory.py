@@ -73,12 +73,16 @@ def test_generation_with_memory_equals_the_naive_full_recompute():
 def test_gradients_stop_at_the_detached_memory():
     model = memory_model().train()
     ids = random_ids(batch=2, time=12)
-    first = model(input_ids=ids[:, :6], use_cache=True)
+    # Window 1 enters as a leaf of its own, so what reaches it from window 2's loss is exactly the graph through memory.
+    window_1 = model.get_input_embeddings()(ids[:, :6]).detach().requires_grad_()  # (B, 6, C)
+    first = model(inputs_embeds=window_1, use_cache=True)
     memory = first.cache.detach()
     assert not any(layer.keys.requires_grad or layer.values.requires_grad for layer in memory.layers)
-    second = model(input_ids=ids[:, 6:], labels=ids[:, 6:], cache=memory, use_cache=True)
-    second.loss.backward()  # would fail (graph of window 1 reused) or reach window 1 without the detach
-    assert model.model.embed_tokens.weight.grad is not None
+    assert all(layer.keys.requires_grad for layer in first.cache.layers)  # detach() copies; the original keeps its graph
+    model(input_ids=ids[:, 6:], labels=ids[:, 6:], cache=memory).loss.backward()
+    assert window_1.grad is None  # truncated: nothing flows back into window 1
+    model(input_ids=ids[:, 6:], labels=ids[:, 6:], cache=first.cache).loss.backward()
+    assert window_1.grad is not None and window_1.grad.abs().sum() > 0  # without the detach it would
 
 
 def test_memory_is_a_pytree_of_its_keys_and_values():

@@ -14,6 +14,7 @@ from hwlm.tokenization import (
     detokenize_wikitext,
     load_tokenizer,
     tokenizer_fingerprint,
+    unk_token_id,
     train_word_tokenizer,
     treebank_words,
 )
@@ -34,8 +35,10 @@ def test_special_tokens_come_first_and_words_follow_by_frequency():
     tok = train_word_tokenizer(LINES)
     vocab = tok.get_vocab()
     assert [vocab[t] for t in SPECIAL_TOKENS] == [0, 1, 2]
-    assert (tok.unk_token, tok.eos_token, tok.pad_token) == ("<unk>", "<eos>", "<pad>")
-    assert (tok.unk_token_id, tok.eos_token_id, tok.pad_token_id) == (0, 1, 2)
+    # <unk> is an ordinary entry, not a named special token: decoding with skip_special_tokens=True keeps it.
+    assert (tok.unk_token, tok.eos_token, tok.pad_token) == (None, "<eos>", "<pad>")
+    assert (unk_token_id(tok), tok.eos_token_id, tok.pad_token_id) == (0, 1, 2)
+    assert tok.decode(ids_of(tok, "the zebra <unk> sat <eos>"), skip_special_tokens=True).split() == ["the", "<unk>", "<unk>", "sat"]
     assert vocab["the"] == 3  # most frequent word (3 times)
     assert sorted(vocab.values()) == list(range(len(vocab)))  # no holes
     words = {w for line in LINES for w in line.split()}
@@ -123,8 +126,9 @@ def test_save_pretrained_and_autotokenizer_round_trip(tmp_path):
     tok.save_pretrained(tmp_path)
     loaded = AutoTokenizer.from_pretrained(tmp_path)
     assert isinstance(loaded, TokenizersBackend)
-    assert (loaded.unk_token, loaded.eos_token, loaded.pad_token) == ("<unk>", "<eos>", "<pad>")
-    assert (loaded.unk_token_id, loaded.eos_token_id, loaded.pad_token_id) == (0, 1, 2)
+    assert (loaded.unk_token, loaded.eos_token, loaded.pad_token) == (None, "<eos>", "<pad>")
+    assert (unk_token_id(loaded), loaded.eos_token_id, loaded.pad_token_id) == (0, 1, 2)
+    assert loaded.decode(ids_of(loaded, "the zebra"), skip_special_tokens=True) == " the <unk>"  # unknown words stay
     assert ids_of(loaded, "The Cat sat, on a zebra") == ids_of(tok, "The Cat sat, on a zebra")
     assert loaded.decode(ids_of(loaded, "the cat sat")) == " the cat sat"
     assert tokenizer_fingerprint(loaded) == tokenizer_fingerprint(tok)
@@ -175,7 +179,7 @@ def test_committed_default_tokenizer_loads():
     from hwlm.data import REPO_TOKENIZER_DIR
 
     tok = load_tokenizer(REPO_TOKENIZER_DIR)
-    assert (tok.unk_token_id, tok.eos_token_id, tok.pad_token_id) == (0, 1, 2)
+    assert (unk_token_id(tok), tok.eos_token_id, tok.pad_token_id) == (0, 1, 2)
     assert tok.decode(ids_of(tok, "The assert statement")) == " the assert statement"
     record = json.loads((REPO_TOKENIZER_DIR / "hwlm_tokenizer.json").read_text())
     assert record["fingerprint"] == tokenizer_fingerprint(tok)

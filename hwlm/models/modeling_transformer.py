@@ -16,7 +16,6 @@ V vocabulary size.
 This file travels with saved models (`trust_remote_code`), so it imports only torch, transformers and siblings.
 """
 
-import copy
 import math
 from collections.abc import Callable
 
@@ -35,6 +34,7 @@ from transformers.utils import can_return_tuple, logging
 from transformers.utils.deprecation import deprecate_kwarg
 
 from .configuration_transformer import HwlmTransformerConfig
+from .hf_internals import attention_implementation, eager_mask_config
 from .modeling_common import (
     HwlmCausalLMMixin,
     HwlmCausalLMOutput,
@@ -152,7 +152,7 @@ class HwlmAttention(nn.Module):
         query, key, value = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, nh, T, hs)
         if cache is not None:
             key, value = cache.update(key, value, self.layer_idx)  # each (B, nh, S, hs)
-        implementation = self.config._attn_implementation
+        implementation = attention_implementation(self.config)
         if kwargs.pop("output_attentions", False) and implementation != "eager":
             # SDPA and flash kernels never form the probabilities: compute this call eagerly rather than return None.
             logger.warning_once(
@@ -291,8 +291,7 @@ class HwlmTransformerModel(HwlmTransformerPreTrainedModel):
         earlier positions) and padding as transformers builds them, plus `-slope_h * distance` per head. The S keys
         are the last S positions up to the newest token (cached, then new), so distances need no absolute positions.
         """
-        config = copy.copy(self.config)
-        config._attn_implementation = "eager"  # an additive float mask, to which the bias is added
+        config = eager_mask_config(self.config)  # an additive float mask, to which the bias is added
         build = create_sliding_window_causal_mask if config.memory_length is not None else create_causal_mask
         mask = build(
             config=config, inputs_embeds=inputs_embeds, attention_mask=attention_mask, cache=cache, position_ids=position_ids
@@ -306,11 +305,8 @@ class HwlmTransformerModel(HwlmTransformerPreTrainedModel):
 
     def _causal_mask(self, inputs_embeds, attention_mask, cache, position_ids, output_attentions: bool):
         """transformers' causal mask (with padding and cache) in the form the attention implementation takes."""
-        config = self.config
-        if output_attentions and config._attn_implementation != "eager":
-            # These calls attend eagerly (see HwlmAttention), so they need the eager (additive) mask.
-            config = copy.copy(config)
-            config._attn_implementation = "eager"
+        # With output_attentions the calls attend eagerly (see HwlmAttention), so they need the eager (additive) mask.
+        config = eager_mask_config(self.config) if output_attentions else self.config
         return create_causal_mask(
             config=config,
             inputs_embeds=inputs_embeds,
