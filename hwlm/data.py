@@ -36,7 +36,7 @@ import platform
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import TYPE_CHECKING, Any, Optional, Union
 
 import numpy as np
 import pyarrow as pa
@@ -47,6 +47,9 @@ from transformers import PreTrainedTokenizerBase
 
 from . import corpora
 from .settings import DataArguments  # re-exported: defined where --help can read it cheaply
+
+if TYPE_CHECKING:  # torch is imported where a tensor is made (PreparedData.stream_tensor)
+    import torch
 from .tokenization import (
     _SPECIAL_PATTERN,
     ARROW_ONLY_WHITESPACE,

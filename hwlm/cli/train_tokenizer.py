@@ -43,6 +43,9 @@ def render_readme(source: dict, settings: dict, vocab_size: int, fingerprint: st
         `str`, Markdown; deterministic for the same inputs (no dates, no absolute paths of the machine
         for the embedded corpus).
     """
+    from hwlm.data import EMBEDDED_SPLIT_PERCENT
+    from hwlm.tokenization import SPECIAL_TOKENS
+
     lines = ["# hwlm word-level tokenizer", ""]
     lines += ["Load it with `transformers.AutoTokenizer.from_pretrained(<this folder>)`.", ""]
     lines += ["## Corpus", ""]
