@@ -606,15 +606,19 @@ class CountingEncoder:
         return tokenizer_from_counts(words, counts, **self.settings)
 
     def encode(self, tokenizer: PreTrainedTokenizerBase) -> pa.ChunkedArray:
-        """Every line added, as ``input_ids`` lists ending in ``<eos>`` (equal to `ArrowLineEncoder`'s)."""
+        """Every line added, as ``input_ids`` lists ending in ``<eos>`` (equal to `ArrowLineEncoder`'s).
+
+        Consumes the stored chunk ids (each batch's are dropped once it is encoded, so memory holds the ids of one
+        layout at a time): call it once."""
         encoder = ArrowLineEncoder(tokenizer)
         # the distinct chunks, each laid out as a one-chunk "line": ids + <eos>, so the offsets give each one's span
         chunk_ids, chunk_len, pool = encoder._encode_chunks(self.chunks)
         flat, spans = _append_eos(chunk_ids, chunk_len, pool, np.arange(len(self.chunks) + 1), encoder.eos_id)
         starts, lengths = spans[:-1], np.diff(spans) - 1  # (D,): where each chunk's ids start, how many
         single = lengths.max(initial=0) <= 1
-        out = []
-        for batch in self.batches:
+        out, batches, self.batches = [], self.batches, []
+        for i, batch in enumerate(batches):
+            batches[i] = None  # freed as soon as this batch is encoded
             if isinstance(batch, pa.Array):
                 out.append(encoder.encode(batch))
                 continue
