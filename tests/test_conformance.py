@@ -568,3 +568,18 @@ def test_run_clm_builds_hwlm_model_types_through_run_script(tmp_path):
     subprocess.run([sys.executable, "-m", "hwlm.run_script", *args], check=True, capture_output=True, text=True)
     model = AutoModelForCausalLM.from_pretrained(tmp_path / "out")
     assert model.config.memory_length == 16 and model.model.layers[0].mlp.fc_in.out_features == 128
+
+
+def test_generation_lengths_are_the_callers(family, tokenizer):
+    from transformers import GenerationConfig
+
+    model = make_model(family, tokenizer)
+    ids = ids_of(tokenizer, "w1 w2 w3")  # 3 tokens
+    no_eos = {"do_sample": False, "eos_token_id": None}
+    assert model.generate(ids, max_new_tokens=5, **no_eos).shape[1] == 8
+    assert model.generate(ids, max_length=7, **no_eos).shape[1] == 7
+    assert model.generate(ids, generation_config=GenerationConfig(max_length=6, do_sample=False, eos_token_id=None)).shape[1] == 6
+    if FAMILIES[family][0] == "hwlm_transformer":
+        assert model.generate(ids, **no_eos).shape[1] == CONTEXT  # by default up to the context, not past it
+        with pytest.raises(ValueError, match=rf"Sequence of {CONTEXT + 1} tokens .* max_position_embeddings={CONTEXT}"):
+            model.generate(ids, max_new_tokens=CONTEXT - 2, **no_eos)

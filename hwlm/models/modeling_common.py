@@ -270,9 +270,11 @@ class HwlmGenerationMixin:
     `generate()` as transformers', with two word-level fixes applied before it runs:
 
     * `stop_strings` (argument or generation config) are matched by `WordStopCriteria` on the decoded words;
-    * a model with a fixed context (`generation_context_limit()` not None) stops when the context is full, so a
-      pipeline's default of 256 new tokens ends at the context instead of failing; an explicit `max_new_tokens` stays
-      the user's (and warns about nothing, as for GPT-2).
+    * a model with a fixed context (`generation_context_limit()` not None) generates by default up to its context
+      (its generation config's `max_new_tokens` is the context, so a pipeline adds no default of its own, and a
+      `ContextLimitCriteria` stops at the last position); a length the caller asks for (`max_new_tokens`,
+      `max_length`) that does not fit is refused before anything runs, naming the numbers; one that fits is the
+      caller's and warns about nothing, as for GPT-2.
     """
 
     def generation_context_limit(self) -> int | None:
@@ -296,10 +298,39 @@ class HwlmGenerationMixin:
             extra.append(WordStopCriteria(tokenizer, stop_strings))
         limit = self.generation_context_limit()
         if limit is not None:
+            generation_config, kwargs = self._requested_length(limit, inputs, generation_config, kwargs)
             extra.append(ContextLimitCriteria(limit))
         if extra:
             stopping_criteria = StoppingCriteriaList([*(stopping_criteria or []), *extra])
         return super().generate(inputs, generation_config=generation_config, stopping_criteria=stopping_criteria, **kwargs)
+
+    @staticmethod
+    def _requested_length(limit: int, inputs, generation_config: GenerationConfig | None, kwargs: dict):
+        """
+        The caller's length as `max_new_tokens` (argument or their own generation config), refused beyond `limit`
+        positions. A `max_length` is rewritten as the same number of new tokens: transformers lets the model's
+        default `max_new_tokens` take precedence over a caller's `max_length`. Returns `(generation_config, kwargs)`.
+        """
+        prompt = inputs if inputs is not None else kwargs.get("input_ids", kwargs.get("inputs_embeds"))
+        prompt_length = prompt.shape[1] if torch.is_tensor(prompt) and prompt.dim() >= 2 else 0
+        if any(kwargs.get(k) is not None for k in ("max_new_tokens", "max_length")):
+            lengths = kwargs  # the call's arguments
+        elif generation_config is not None and {"max_new_tokens", "max_length"} & set(generation_config.to_diff_dict()):
+            generation_config = copy.deepcopy(generation_config)  # the caller's own config, changed in a copy
+            lengths = vars(generation_config)
+        else:
+            return generation_config, kwargs  # the model's default: up to the context
+        if lengths.get("max_new_tokens") is None:
+            lengths["max_new_tokens"] = max(lengths["max_length"] - prompt_length, 0)
+            lengths["max_length"] = None
+        total = prompt_length + lengths["max_new_tokens"]
+        if total > limit:
+            raise ValueError(
+                f"Sequence of {total} tokens (a prompt of {prompt_length} + {lengths['max_new_tokens']} new) is longer "
+                f"than max_position_embeddings={limit}. Ask for at most {max(limit - prompt_length, 0)} new tokens, "
+                "shorten the prompt, or leave the length out to generate up to the context."
+            )
+        return generation_config, kwargs
 
 
 def last_token_index(attention_mask: torch.Tensor | None, length: int, batch_size: int) -> torch.LongTensor:

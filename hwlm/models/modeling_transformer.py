@@ -31,6 +31,7 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPast
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, slice_logits_to_keep
 from transformers.utils import can_return_tuple, logging
+from transformers.utils.output_capturing import OutputRecorder, capture_outputs
 from transformers.utils.deprecation import deprecate_kwarg
 
 from .configuration_transformer import HwlmTransformerConfig
@@ -214,6 +215,13 @@ class HwlmTransformerPreTrainedModel(HwlmStrictLoadingMixin, PreTrainedModel):
     _supports_flash_attn = True
     _supports_attention_backend = True
     _can_compile_fullgraph = True
+    # What `output_hidden_states` / `output_attentions` return, recorded by transformers' `capture_outputs` hooks:
+    # the first layer's input (the embedding output), every layer's output (the last replaced by the final LayerNorm's,
+    # what the head reads), and each attention's probabilities (computed eagerly when requested; see HwlmAttention).
+    _can_record_outputs = {
+        "hidden_states": HwlmDecoderLayer,
+        "attentions": OutputRecorder(HwlmAttention, index=1),
+    }
 
     @property
     def carries_state(self) -> bool:
@@ -315,7 +323,7 @@ class HwlmTransformerModel(HwlmTransformerPreTrainedModel):
             position_ids=position_ids,
         )
 
-    @can_return_tuple
+    @capture_outputs
     @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
     def forward(
         self,
@@ -355,7 +363,6 @@ class HwlmTransformerModel(HwlmTransformerPreTrainedModel):
         if use_cache and self.gradient_checkpointing and self.training and torch.is_grad_enabled():
             logger.warning_once("use_cache=True is incompatible with activation checkpointing: using use_cache=False.")
             use_cache = False
-        output_hidden_states = config.output_hidden_states if output_hidden_states is None else output_hidden_states
         output_attentions = config.output_attentions if output_attentions is None else output_attentions
         if use_cache and cache is None:
             cache = SegmentMemory(config) if config.memory_length is not None else DynamicCache(config=config)
@@ -373,23 +380,10 @@ class HwlmTransformerModel(HwlmTransformerPreTrainedModel):
             mask = self._alibi_mask(inputs_embeds, attention_mask, cache, position_ids, past)
         else:
             mask = self._causal_mask(inputs_embeds, attention_mask, cache, position_ids, output_attentions)
-        all_hidden = [x] if output_hidden_states else None
-        all_probs = [] if output_attentions else None
         for layer in self.layers:
-            x, probs = layer(x, mask, cache=cache, output_attentions=output_attentions, **kwargs)
-            if all_hidden is not None:
-                all_hidden.append(x)
-            if all_probs is not None:
-                all_probs.append(probs)
-        x = self.norm(x)
-        if all_hidden is not None:
-            all_hidden[-1] = x  # what the output layer reads, as in GPT-2
-        return BaseModelOutputWithPast(
-            last_hidden_state=x,
-            cache=cache,
-            hidden_states=tuple(all_hidden) if all_hidden is not None else None,
-            attentions=tuple(all_probs) if all_probs is not None else None,
-        )
+            x, _ = layer(x, mask, cache=cache, output_attentions=output_attentions, **kwargs)
+        # hidden_states and attentions are recorded by transformers' hooks (`_can_record_outputs`), as for GPT-2.
+        return BaseModelOutputWithPast(last_hidden_state=self.norm(x), cache=cache)
 
 
 class HwlmTransformerForCausalLM(HwlmCausalLMMixin, HwlmGenerationMixin, HwlmTransformerPreTrainedModel, GenerationMixin):
@@ -401,6 +395,10 @@ class HwlmTransformerForCausalLM(HwlmCausalLMMixin, HwlmGenerationMixin, HwlmTra
         super().__init__(config)
         self.model = HwlmTransformerModel(config)
         self.lm_head = build_lm_head(config, config.hidden_size)
+        if config.memory_length is None:
+            # By default generate up to the context (ContextLimitCriteria stops there); a pipeline then adds no
+            # default length of its own (its 256 new tokens would overrun a short context).
+            self.generation_config.max_new_tokens = config.max_position_embeddings
         self.post_init()
 
     def generation_context_limit(self) -> int | None:
