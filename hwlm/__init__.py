@@ -18,6 +18,7 @@ import importlib
 import importlib.abc
 import sys
 import threading
+from pathlib import Path
 from typing import Any, Callable
 
 from . import models
@@ -33,13 +34,20 @@ _MODELING_AUTO = "transformers.models.auto.modeling_auto"
 _auto_ready: set[str] = set()
 #: (Auto class name, model type) pairs registered so far; "AutoConfig" for the configs
 _registered: set[tuple[str, str]] = set()
+#: hwlm modules executing right now: while one is, registration imports no further hwlm module (it would meet
+#: the half-executed one through its imports); the last to finish registers what is left
+_executing: set[str] = set()
 
 
 def _class(name: str) -> Any:
     """``hwlm.models.<name>``, or None while its module is still executing (an import cycle through transformers:
     ``modeling_transformer`` imports ``transformers.modeling_layers``, which imports ``AutoModel``)."""
     module_name = f"{models.__name__}.{models._MODULE_OF[name]}"
-    module = sys.modules.get(module_name) or importlib.import_module(module_name)
+    module = sys.modules.get(module_name)
+    if module is None:
+        if _executing:
+            return None
+        module = importlib.import_module(module_name)
     return getattr(module, name, None)
 
 
@@ -83,7 +91,13 @@ class _RunAfterExec(importlib.abc.Loader):
         return self._loader.create_module(spec)
 
     def exec_module(self, module) -> None:
-        self._loader.exec_module(module)
+        ours = module.__name__.startswith(__name__ + ".")
+        if ours:
+            _executing.add(module.__name__)
+        try:
+            self._loader.exec_module(module)
+        finally:
+            _executing.discard(module.__name__)
         self._then()
 
     def __getattr__(self, name: str) -> Any:  # get_source, get_code, is_package, ... of the real loader
@@ -127,7 +141,10 @@ class _RegisterWhenImported(importlib.abc.MetaPathFinder):
 def _register() -> None:
     _auto_ready.update(name for name in (_CONFIG_AUTO, _MODELING_AUTO) if name in sys.modules)
     watch = {name for name in (_CONFIG_AUTO, _MODELING_AUTO) if name not in _auto_ready}
-    watch |= {f"{models.__name__}.{module}" for module in set(models._MODULE_OF.values())} - set(sys.modules)
+    # every file of hwlm.models, helpers included: any of them may be the one executing when transformers' Auto
+    # module arrives (see `_executing`)
+    files = {path.stem for path in Path(models.__file__).parent.glob("*.py") if path.stem != "__init__"}
+    watch |= {f"{models.__name__}.{module}" for module in files} - set(sys.modules)
     if _auto_ready:  # transformers' Auto classes are already loaded: register now
         _register_ready()
     if _auto_ready != {_CONFIG_AUTO, _MODELING_AUTO}:  # otherwise everything is registered already

@@ -56,6 +56,17 @@ def test_settings_error_imports_neither_torch_nor_transformers_modeling(module):
     assert message in stderr and stderr.count("\n") == 1  # one line: prog: error: message
 
 
+@pytest.mark.parametrize("argv, message", [
+    (["--push_to_hub"], "--push_to_hub needs --hub_model_id"),
+    (["--lr_scheduler_type", "plateau", "--lr_decay_factor", "0.5"], "would not lower the rate"),
+    (["--config", "presets/no-such-preset.yaml"], "does not exist"),
+])
+def test_train_cross_field_errors_come_before_the_training_stack(argv, message):
+    report, stderr = run_command("hwlm.cli.train", argv)
+    assert report == {"exit": 2, "imported": []}
+    assert message in stderr
+
+
 def test_import_hwlm_is_lazy_and_registration_follows_transformers():
     code = textwrap.dedent("""
         import sys

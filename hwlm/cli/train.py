@@ -14,7 +14,7 @@ import shlex
 import sys
 
 from hwlm.cli.common import parse_command, run_main
-from hwlm.training.arguments import run_argument_classes
+from hwlm.training.arguments import check_settings, run_argument_classes
 
 PROG = "hwlm-train"
 
@@ -34,7 +34,10 @@ def run(argv: list[str] | None = None) -> dict:
     model or process group."""
     argv = list(sys.argv[1:] if argv is None else argv)
     model_args, data_args, train_args = parse(argv)
-    from hwlm.training.loop import train  # after parsing: --help and a settings error answer without torch
+    # the cross-field checks before the training stack is imported (accelerate, datasets: seconds); those that read
+    # the model's config load transformers' configs, the others need nothing. `train` runs them again, cheaply.
+    check_settings(model_args, data_args, train_args)
+    from hwlm.training.loop import train
 
     command = "hwlm-train " + " ".join(shlex.quote(a) for a in argv)
     return train(model_args, data_args, train_args, command=command)
