@@ -382,12 +382,30 @@ def load_corpus(args: DataArguments) -> DatasetDict:
                 "pass --text_column <name>."
             )
         ds = ds.select_columns([args.text_column])
+        _check_text_column(ds, args.text_column, source, split)
         if args.text_column != "text":
             ds = ds.rename_column(args.text_column, "text")
         if len(ds) == 0:
             raise ValueError(f"{source}, split {split!r} is empty (0 lines); an empty corpus cannot be used.")
         corpus[split] = ds
     return corpus
+
+
+def _check_text_column(ds: Dataset, column: str, source: str, split: str) -> None:
+    """The text column holds strings and no NUL byte (a NUL would silently become part of a word)."""
+    feature = ds.features[column]
+    if not (isinstance(feature, Value) and feature.dtype in ("string", "large_string")):
+        raise ValueError(
+            f"{source}, split {split!r}: column {column!r} holds {getattr(feature, 'dtype', feature)}, not text; "
+            "pass --text_column naming a column of strings."
+        )
+    has_nul = pc.match_substring(ds.data.column(column), "\x00")  # an Arrow scan of the (mapped) table
+    if pc.any(has_nul).as_py():
+        row = pc.index(has_nul, True).as_py()
+        raise ValueError(
+            f"{source}, split {split!r}: row {row + 1} (line {row + 1} of a text file) holds a NUL byte (0x00), "
+            "which would become part of a word. Remove NUL bytes from the input (e.g. tr -d '\\000')."
+        )
 
 
 def load_or_train_tokenizer(
@@ -963,6 +981,7 @@ def load_prepared(
                 f"{meta['tokenizer_fingerprint']} recorded, {fingerprint} for tokenizer {name}. Token ids "
                 f"would not match; use {folder / 'tokenizer'} or re-run hwlm-prepare with --tokenizer_name."
             )
+    _check_token_files(folder, meta)
     return PreparedData(
         streams=load_from_disk(str(folder / "streams")),
         blocks=load_from_disk(str(folder / "blocks")),
@@ -975,6 +994,23 @@ def load_prepared(
         path=folder,
         token_files={s: folder / f for s, f in meta.get("token_files", {}).items()},
     )
+
+
+def _check_token_files(folder: Path, meta: dict) -> None:
+    """Refuse a prepared folder whose token files do not hold the counts ``hwlm_data.json`` records (a folder an
+    older hwlm left half-rewritten, or a truncated file): training on it would be silently wrong."""
+    for split, name in meta.get("token_files", {}).items():
+        expected = (meta.get("splits") or {}).get(split, {}).get("tokens")
+        try:
+            found = len(np.load(folder / name, mmap_mode="r"))
+        except (OSError, ValueError) as err:
+            found = f"an unreadable file ({' '.join(str(err).split())[:80]})"
+        if found != expected:
+            raise ValueError(
+                f"the prepared folder {str(folder)!r} is inconsistent: hwlm_data.json records {expected} {split} "
+                f"tokens but {name} holds {found} (a preparation was interrupted, or the file was changed). "
+                f"Run hwlm-prepare --output_dir {folder} again."
+            )
 
 
 def resolve_tokenizer(args: DataArguments, corpus: DatasetDict) -> PreTrainedTokenizerBase:

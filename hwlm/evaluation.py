@@ -19,6 +19,20 @@ Which method is used depends on what the model can do, not on its type:
   each of which then sees at least ``window - stride`` tokens of context (the recipe in the
   transformers "Perplexity of fixed-length models" guide). ``stride == window`` gives disjoint
   blocks (fast, pessimistic); a smaller stride approaches the full-context figure.
+
+Those are the ``"auto"`` protocol. ``evaluate_perplexity(..., protocol=...)`` can also force one, so that two models
+are compared under the same rule:
+
+* ``"stream"``: the carried-state stream above (state-carrying models only).
+* ``"sliding_window"``: the sliding window above, for any model (nothing is carried from window to window).
+* ``"chunks"``: the protocol of pytorch/examples ``word_language_model`` (its ``evaluate()``): the split cut into
+  ``batch_size`` streams, each read in disjoint chunks of ``window`` tokens (default ``bptt``) with nothing carried
+  from chunk to chunk, so the k-th target of a chunk is predicted from the k tokens of the chunk before it
+  (1 to ``window`` tokens read, 0 to ``window - 1`` earlier than the last one). The layout is hwlm's streams
+  (every target scored once); pytorch/examples instead drops the remainder of the split that does not fill its
+  streams and the first target of each stream, a few tokens out of 82,000 on PTB.
+
+`describe_protocol` says in words what a prediction reads under each protocol; the results READMEs use it.
 """
 
 from __future__ import annotations
@@ -35,11 +49,62 @@ from hwlm.modeling import supports_state_carrying
 __all__ = [
     "supports_state_carrying",
     "evaluate_perplexity",
+    "describe_protocol",
+    "PROTOCOLS",
     "stream_loss_sum",
     "sliding_window_loss_sum",
     "sliding_window_batches",
     "sliding_windows",
 ]
+
+
+PROTOCOLS = ("auto", "stream", "sliding_window", "chunks")
+
+
+def describe_protocol(
+    protocol: str,
+    *,
+    streams: int = 1,
+    window: int | None = None,
+    stride: int | None = None,
+    memory_length: int | None = None,
+    num_layers: int | None = None,
+) -> str:
+    """One sentence: how a split is read under ``protocol`` and how many tokens each prediction reads.
+
+    Args:
+        protocol: ``"stream"``, ``"sliding_window"`` or ``"chunks"`` (not ``"auto"``: the caller knows the model).
+        streams: parallel streams (``"stream"``, ``"chunks"``); 1 is the literature's single-stream figure.
+        window / stride: the sliding window, or the chunk length for ``"chunks"``.
+        memory_length / num_layers: a Transformer with segment memory read as a stream.
+    """
+    if protocol == "stream":
+        where = ("one stream" if streams == 1 else
+                 f"{streams} parallel streams (the split cut into {streams} contiguous parts, each read from an "
+                 "empty state)")
+        if memory_length is not None:
+            reach = f"up to {memory_length * num_layers} through {num_layers} layers; " if num_layers else ""
+            return (f"{where}, segment memory carried from window to window: every layer of every prediction "
+                    f"attends to the position itself and the {memory_length} before it ({reach}fewer only in "
+                    f"the first {memory_length} tokens of a stream)")
+        return (f"{where}, state carried from window to window: each prediction reads, through the state, every "
+                "earlier token of its stream")
+    if protocol == "sliding_window":
+        if window is None or stride is None:
+            raise ValueError("describe_protocol('sliding_window') needs window and stride")
+        if stride >= window:
+            return (f"one stream in disjoint blocks of {window} tokens: a prediction reads 1 to {window} tokens "
+                    f"(the current one and 0 to {window - 1} before it)")
+        return (f"one stream, sliding window of {window} tokens advanced by {stride}: each target is scored once, "
+                f"reading {window - stride + 1} to {window} tokens (the current one and {window - stride} to "
+                f"{window - 1} before it; the first window's targets read fewer)")
+    if protocol == "chunks":
+        if window is None:
+            raise ValueError("describe_protocol('chunks') needs window (the chunk length)")
+        return (f"{streams} parallel streams cut into disjoint {window}-token chunks, nothing carried from chunk "
+                f"to chunk: a prediction reads 1 to {window} tokens (the current "
+                f"one and 0 to {window - 1} before it)")
+    raise ValueError(f"protocol={protocol!r} is not one of {PROTOCOLS[1:]}")
 
 
 def _summed_loss(model, input_ids, shift_labels, cache=None, use_cache=False):
@@ -60,8 +125,12 @@ def stream_loss_sum(
     process_index: int = 0,
     pad_token_id: int = 0,
     autocast=None,
+    carry_state: bool = True,
 ) -> tuple[float, int]:
-    """Summed loss and number of scored tokens of this process's streams of ``tokens`` (N,)."""
+    """Summed loss and number of scored tokens of this process's streams of ``tokens`` (N,).
+
+    ``carry_state=False`` reads every window on its own, from an empty state (the ``"chunks"`` protocol).
+    """
     loader = StreamLoader(
         tokens,
         batch_size=batch_size,
@@ -76,9 +145,9 @@ def stream_loss_sum(
         n = window.num_tokens
         with autocast() if autocast else contextlib.nullcontext():
             loss, out = _summed_loss(
-                model, window.input_ids.to(device), window.shift_labels.to(device), cache=cache, use_cache=True
+                model, window.input_ids.to(device), window.shift_labels.to(device), cache=cache, use_cache=carry_state
             )
-        cache = out.cache
+        cache = out.cache if carry_state else None
         if n:
             total += loss.cpu()
             count += n
@@ -123,6 +192,7 @@ def evaluate_perplexity(
     window: int | None = None,
     stride: int | None = None,
     pad_token_id: int = 0,
+    protocol: str = "auto",
 ) -> dict[str, Any]:
     """Perplexity of ``model`` on the token stream ``tokens`` (N,), summed across processes.
 
@@ -133,11 +203,16 @@ def evaluate_perplexity(
         batch_size: parallel streams (state-carrying models) or windows per forward (others), per process.
         bptt: window length for state-carrying models.
         window / stride: sliding window for other models; ``window`` defaults to
-            ``config.max_position_embeddings``, ``stride`` to ``window // 2``.
+            ``config.max_position_embeddings``, ``stride`` to ``window // 2``. With ``protocol="chunks"``,
+            ``window`` is the chunk length (default ``bptt``) and ``stride`` is not used.
+        protocol: ``"auto"`` (stream for state-carrying models, sliding window otherwise), ``"stream"``,
+            ``"sliding_window"`` or ``"chunks"`` (see the module docstring).
 
     Returns:
         ``{"loss": mean nats per token, "perplexity": exp(loss), "num_tokens": scored tokens}``.
     """
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"protocol={protocol!r} is not one of {PROTOCOLS}")
     if accelerator is not None:
         net = accelerator.unwrap_model(model)
         device, P, r = accelerator.device, accelerator.num_processes, accelerator.process_index
@@ -145,10 +220,22 @@ def evaluate_perplexity(
     else:
         net = model
         device, P, r, autocast = next(model.parameters()).device, 1, 0, None
+    if protocol == "auto":
+        protocol = "stream" if supports_state_carrying(net) else "sliding_window"
+    if protocol == "stream" and not supports_state_carrying(net):
+        raise ValueError(
+            f"protocol='stream' needs a model that carries state between windows; {type(net).__name__} does not "
+            "(_is_stateful is False). Use protocol='sliding_window' or 'chunks'."
+        )
     was_training = net.training
     net.eval()
     try:
-        if supports_state_carrying(net):
+        if protocol == "chunks":
+            total, count = stream_loss_sum(
+                net, tokens, batch_size=batch_size, bptt=window or bptt, device=device,
+                num_processes=P, process_index=r, pad_token_id=pad_token_id, autocast=autocast, carry_state=False,
+            )
+        elif protocol == "stream":
             total, count = stream_loss_sum(
                 net, tokens, batch_size=batch_size, bptt=bptt, device=device,
                 num_processes=P, process_index=r, pad_token_id=pad_token_id, autocast=autocast,

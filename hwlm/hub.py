@@ -144,7 +144,9 @@ def render_model_card(
     )
     stateful = bool(results.get("eval_method") == "stream")
     eval_method = (
-        "each split read as one stream with the recurrent state carried across windows."
+        "each split read as contiguous streams (as many as the evaluation batch holds, per process) with the state "
+        "carried across windows; one stream (`hwlm-eval --per_device_eval_batch_size 1`) gives the literature's "
+        "single-stream figure."
         if stateful
         else "sliding window (see `hwlm/evaluation.py`)."
     )
@@ -187,13 +189,16 @@ def refresh_model_card(folder: str | os.PathLike, new_results: dict[str, Any], *
     """
     from transformers import AutoConfig
 
+    from hwlm.training.outputs import check_no_links
+
     folder = check_card_folder(folder)
+    check_no_links(folder, ["README.md", "hwlm_run.json"])  # README.md as a link would overwrite its target
     record = json.loads((folder / "hwlm_run.json").read_text())
     settings = record.get("settings") or {}
     settings = settings if isinstance(settings, dict) else {}
     results = {**json.loads((folder / "all_results.json").read_text()), **new_results}
     repo_id = settings.get("hub_model_id")
-    return write_model_card(
+    path = write_model_card(
         folder,
         model_name=repo_id.split("/")[-1] if repo_id else folder.resolve().name,
         config=AutoConfig.from_pretrained(folder),
@@ -206,6 +211,10 @@ def refresh_model_card(folder: str | os.PathLike, new_results: dict[str, Any], *
         num_parameters=results.get("num_parameters"),
         prompt=prompt,
     )
+    from hwlm.training.outputs import record_written
+
+    record_written(folder, "hwlm_run.json", [], hash_files=True)  # the card is still hwlm's: record its new hash
+    return path
 
 
 def write_model_card(folder: str | os.PathLike, **kwargs) -> Path:
@@ -243,6 +252,13 @@ def save_hub_folder(folder: str | os.PathLike, model, tokenizer, *, card: dict[s
     fit_tokenizer_to_model(tokenizer, model.config).save_pretrained(folder)
     return write_model_card(folder, config=model.config, **card)
 
+
+# never uploaded: training state, and the run-internal markers (hwlm_run.json lists what --overwrite_output_dir may
+# delete: a downloaded copy must not carry that list into someone else's folder), the lock and temporary files
+PUSH_IGNORE = (
+    "checkpoints/**", "best_model/**", "best_model-before-branch*/**", "metrics-before-branch*.jsonl", "runs/**",
+    "*.tmp*", ".hwlm.lock", "hwlm_run.json", "hwlm_data.json", "hwlm_tokenizer.json",
+)
 
 HUB_TIMEOUT = 60.0  # seconds without an answer (connect, each read or write) before a request fails
 HUB_MAX_RETRIES = 3  # further attempts after a timeout, a lost connection or a 5xx answer
@@ -294,7 +310,8 @@ def push_folder(
     max_retries: int = HUB_MAX_RETRIES,
     retry_wait: float = 2.0,
 ) -> str:
-    """Create ``repo_id`` if needed and upload every file of ``folder`` except checkpoints; return the commit URL.
+    """Create ``repo_id`` if needed and upload every file of ``folder`` except checkpoints and the run-internal
+    markers (`PUSH_IGNORE`); return the commit URL.
 
     Set ``HF_ENDPOINT`` to target another hub (the tests use a server on loopback). Every request gives up after
     ``timeout`` seconds without an answer; the whole upload is tried ``1 + max_retries`` times, waiting
@@ -322,7 +339,7 @@ def push_folder(
                     repo_id=repo_id,
                     folder_path=str(folder),
                     commit_message=commit_message,
-                    ignore_patterns=["checkpoints/**", "best_model/**", "runs/**", "*.tmp*", ".hwlm.lock"],
+                    ignore_patterns=list(PUSH_IGNORE),
                 )
             return str(getattr(info, "commit_url", info))
         except Exception as err:

@@ -86,3 +86,15 @@ def run_process_group(cmd: list[str], *, timeout: int, **kwargs) -> subprocess.C
             proc.communicate()
             raise
     return subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr)
+
+
+def fit_losses(model, input_ids: torch.Tensor, optimizer: torch.optim.Optimizer, steps: int) -> list[float]:
+    """`steps` optimiser steps on one batch (labels = inputs, shifted inside the model); the loss of each step."""
+    losses = []
+    for _ in range(steps):
+        loss = model(input_ids=input_ids, labels=input_ids).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        losses.append(float(loss))
+    return losses

@@ -103,3 +103,24 @@ def test_quickstart_script_end_to_end_at_toy_scale(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "test perplexity" in printed and f"model folder: {(tmp_path / 'qs').resolve()}" in printed
     assert res["test_perplexity"] > 1 and res["sample"]
+
+
+def test_eval_protocol_chunks_scores_the_model_under_pytorch_examples_rule(trained, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    from hwlm.cli.evaluate import run
+    from hwlm.data import load_prepared
+    from hwlm.evaluation import evaluate_perplexity
+
+    prepared, out, results = trained
+    res = run(["--model_name_or_path", str(out), "--prepared_data_dir", str(prepared), "--splits", "test",
+               "--eval_protocol", "chunks", "--eval_window", "7", "--per_device_eval_batch_size", "3"])
+    assert res["eval_method"] == "chunks"
+    model = AutoModelForCausalLM.from_pretrained(out)
+    tokens = load_prepared(prepared).stream_tensor("test")
+    expected = evaluate_perplexity(model, tokens, protocol="chunks", batch_size=3, window=7)
+    assert res["test_perplexity"] == pytest.approx(expected["perplexity"], rel=1e-5)
+    assert res["test_perplexity"] != pytest.approx(results["test_perplexity"], rel=1e-4)  # the LSTM loses its state
+    with pytest.raises(ValueError, match="--eval_protocol chunks scores the plain model only"):
+        run(["--model_name_or_path", str(out), "--prepared_data_dir", str(prepared), "--eval_protocol", "chunks",
+             "--neural_cache"])

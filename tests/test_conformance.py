@@ -31,7 +31,7 @@ from transformers.cache_utils import Cache
 import hwlm  # noqa: F401  (registers the Auto classes)
 from hwlm.tokenization import train_word_tokenizer
 
-from _toy import WORDS, toy_lines
+from _toy import WORDS, fit_losses, toy_lines
 
 CONTEXT = 24  # the Transformer's max_position_embeddings: small, so a default pipeline call would overrun it
 
@@ -458,13 +458,7 @@ def test_peft_lora_trains_only_the_adapters(name, target, tokenizer):
     assert trainable and sum(p.numel() for p in trainable) < sum(p.numel() for p in lora.parameters()) / 2
     optimizer = torch.optim.Adam(trainable, lr=1e-2)
     ids = ids_of(tokenizer, " ".join(WORDS[:20]))
-    losses = []
-    for _ in range(20):
-        loss = lora(input_ids=ids, labels=ids).loss
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
-        losses.append(loss.item())
+    losses = fit_losses(lora, ids, optimizer, steps=20)
     assert losses[-1] < losses[0]
     merged = lora.merge_and_unload()
     assert set(merged.state_dict()) == set(frozen)  # merging leaves a plain hwlm model

@@ -9,6 +9,8 @@ from transformers import AutoConfig, AutoModelForCausalLM
 
 import hwlm  # noqa: F401  registers the model types
 
+from _toy import fit_losses
+
 pytestmark = [
     pytest.mark.gpu,
     pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
@@ -34,13 +36,7 @@ def test_training_on_cuda_lowers_the_loss(name):
     model = make_model(name).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
     ids = torch.arange(64, device="cuda").repeat(4, 2)[:, :48]  # (4, 48): a sequence the model can learn
-    losses = []
-    for _ in range(30):
-        loss = model(input_ids=ids, labels=ids).loss
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
-        losses.append(float(loss))
+    losses = fit_losses(model, ids, optimizer, steps=30)
     assert losses[-1] < 0.5 * losses[0], losses
 
 

@@ -39,6 +39,14 @@ class EvalArguments:
         default=None, metadata={"help": "Sliding window length; default max_position_embeddings."}
     )
     eval_stride: Optional[int] = field(default=None, metadata={"help": "Sliding window stride; default window // 2."})
+    eval_protocol: str = field(
+        default="auto",
+        metadata={"help": "How a split is read (hwlm/evaluation.py): 'auto' (stream for state-carrying models, sliding "
+                  "window otherwise), 'stream', 'sliding_window', or 'chunks' (pytorch/examples' evaluation: "
+                  "--per_device_eval_batch_size streams in disjoint chunks of --eval_window tokens, default --bptt, "
+                  "nothing carried), to score two models under one protocol.",
+                  "choices": ["auto", "stream", "sliding_window", "chunks"]},
+    )
     output_file: Optional[str] = field(default=None, metadata={"help": "Also write the results as JSON here."})
     update_model_card: bool = field(
         default=False,
@@ -77,6 +85,9 @@ class EvalArguments:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"--{name} must be an integer >= 1, got {value}")
+        if self.eval_protocol != "auto" and (self.dynamic_eval or self.neural_cache):
+            raise ValueError(f"--eval_protocol {self.eval_protocol} scores the plain model only; drop it to use "
+                             "--dynamic_eval / --neural_cache, which read each split as the model's default protocol")
         if self.tune_on is not None and not (self.dynamic_eval or self.neural_cache):
             raise ValueError("--tune_on tunes --dynamic_eval and/or --neural_cache; pass at least one of them")
         if self.tune_max_tokens is not None and self.tune_max_tokens < 2:
@@ -110,16 +121,16 @@ def evaluate_folder(eval_args: EvalArguments, data_args=None, dynamic_args=None,
     ``{split}_dynamic_eval_neural_cache_perplexity`` (see `adaptive_results`).
     """
     from accelerate import Accelerator
-    from transformers import AutoModelForCausalLM
 
     import hwlm  # noqa: F401  (registers the Auto classes)
     from hwlm import data as hdata
     from hwlm.evaluation import evaluate_perplexity, supports_state_carrying
+    from hwlm.safe_load import load_causal_lm
     from hwlm.tokenization import load_tokenizer
 
     accelerator = Accelerator()
     tokenizer = load_tokenizer(eval_args.model_name_or_path)
-    model = AutoModelForCausalLM.from_pretrained(eval_args.model_name_or_path).to(accelerator.device)
+    model = load_causal_lm(eval_args.model_name_or_path).to(accelerator.device)  # sizes and pickles checked
     check_tokenizer_fits(tokenizer, model.config.vocab_size, eval_args.model_name_or_path)
     if eval_args.prepared_data_dir:
         prepared = hdata.load_prepared(eval_args.prepared_data_dir, tokenizer=tokenizer)
@@ -136,7 +147,8 @@ def evaluate_folder(eval_args: EvalArguments, data_args=None, dynamic_args=None,
             f"{model.config.vocab_size}; evaluate with the tokenizer the model was trained with"
         )
     results = {"model": str(eval_args.model_name_or_path),
-               "eval_method": "stream" if supports_state_carrying(model) else "sliding_window",
+               "eval_method": (eval_args.eval_protocol if eval_args.eval_protocol != "auto"
+                               else "stream" if supports_state_carrying(model) else "sliding_window"),
                "num_processes": accelerator.num_processes}
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     splits = [s.strip() for s in eval_args.splits.split(",") if s.strip()]
@@ -146,6 +158,7 @@ def evaluate_folder(eval_args: EvalArguments, data_args=None, dynamic_args=None,
             model, prepared.stream_tensor(split), accelerator=accelerator,
             batch_size=eval_args.per_device_eval_batch_size, bptt=eval_args.bptt,
             window=eval_args.eval_window, stride=eval_args.eval_stride, pad_token_id=pad_id,
+            protocol=eval_args.eval_protocol,
         )
         for key, value in res.items():
             results[f"{split}_{key}"] = value

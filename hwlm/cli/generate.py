@@ -46,15 +46,15 @@ class GenerateArguments:
 def generate_text(gen_args: GenerateArguments, model=None, tokenizer=None) -> list[str]:
     """Return ``num_return_sequences`` strings: the prompt followed by the generated words (``<eos>`` shown as a newline)."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
+    from transformers import AutoTokenizer, set_seed
 
     import hwlm  # noqa: F401  (registers the Auto classes)
+    from hwlm.safe_load import load_causal_lm
 
     if gen_args.temperature <= 0:
         raise ValueError(f"--temperature must be > 0, got {gen_args.temperature}; use --do_sample false for greedy decoding")
     try:
-        model = model or AutoModelForCausalLM.from_pretrained(gen_args.model_name_or_path,
-                                                              trust_remote_code=gen_args.trust_remote_code)
+        model = model or load_causal_lm(gen_args.model_name_or_path, trust_remote_code=gen_args.trust_remote_code)
     except OSError as err:  # transformers' message for an unknown Hub id or no connection does not name the model
         raise FileNotFoundError(
             f"could not load model {gen_args.model_name_or_path!r} ({type(err).__name__}: {err}); pass a folder "

@@ -17,11 +17,11 @@ from typing import Optional
 
 from hwlm.cli.common import parse_command, run_main
 from hwlm.settings import DataArguments, TokenizerArguments
-from hwlm.training.outputs import OutputLock, check_output_dir
+from hwlm.training.outputs import check_output_dir, staged_output
 
 PROG = "hwlm-prepare"
 MARKER = "hwlm_data.json"  # written by hwlm.data.save_prepared; marks the folder as hwlm-prepare's
-WRITES = ("streams", "blocks", "tokenizer", MARKER)
+WRITES = ("streams", "blocks", "tokens", "tokenizer", MARKER)
 
 
 @dataclass
@@ -65,8 +65,9 @@ def run(argv: Optional[list[str]] = None) -> None:
     one_process = (data_args.preprocessing_num_workers or 1) == 1
     tokenizer, train_ids = tokenizer_and_train_ids(data_args, corpus, tok_args, encode_train=one_process,
                                                    show_progress=True)
-    out.mkdir(parents=True, exist_ok=True)
-    with OutputLock(out, "hwlm-prepare"):
+    # written into a sibling folder that replaces the old one only when complete: an interrupt, a full disk or a
+    # kill leaves the previous folder as it was (never old hwlm_data.json over new tokens)
+    with staged_output(out, "hwlm-prepare", own=WRITES) as stage:
         check_output_dir(out, command="hwlm-prepare", marker=MARKER, would_write=WRITES, rewrite_own=True)
         prepared = prepare_datasets(
             corpus,
@@ -74,7 +75,7 @@ def run(argv: Optional[list[str]] = None) -> None:
             block_size=data_args.block_size,
             num_proc=data_args.preprocessing_num_workers,
             overwrite_cache=data_args.overwrite_cache,
-            output_dir=out,
+            output_dir=stage,
             source=describe_source(data_args),
             encoded=None if train_ids is None else {"train": train_ids},
         )

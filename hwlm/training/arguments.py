@@ -112,6 +112,11 @@ class TrainingArguments:
         )
     )
     lr_decay_factor: float = field(default=4.0, metadata={"help": "Divisor of plateau and epoch_decay schedules."})
+    min_lr: float = field(
+        default=1e-6,
+        metadata={"help": "plateau: the rate is never divided below this (0: no floor). Without one, a run that "
+                  "stops improving keeps dividing (to 1e-169 and beyond) and trains nothing."},
+    )
     lr_decay_start_epoch: int = field(
         default=4, metadata={"help": "epoch_decay: number of epochs at the initial learning rate."}
     )
@@ -143,6 +148,12 @@ class TrainingArguments:
         default=None, metadata={"help": "Score only the first N tokens of validation during training (speed)."}
     )
     logging_steps: int = field(default=10, metadata={"help": "Write a metrics line every N optimiser steps."})
+    ddp_timeout: int = field(
+        default=1800,
+        metadata={"help": "Seconds a process waits for the others (start-up, then every collective) before the run "
+                  "fails, as transformers' ddp_timeout. On several machines, a machine that fails before start-up "
+                  "ends the others after this long: lower it (e.g. 120) when no step waits that long."},
+    )
     with_tracking: bool = field(default=False, metadata={"help": "Log to accelerate trackers (see --report_to)."})
     report_to: str = field(default="tensorboard", metadata={"help": "Tracker(s) for --with_tracking: tensorboard, trackio, all."})
     disable_tqdm: bool = field(default=False, metadata={"help": "No progress bar."})
@@ -163,17 +174,20 @@ class TrainingArguments:
         _check_counts(self, minimum=1, names=(
             "bptt", "per_device_train_batch_size", "per_device_eval_batch_size", "num_train_epochs",
             "gradient_accumulation_steps", "logging_steps", "save_total_limit", "max_train_steps", "eval_steps",
-            "eval_stride", "stop_after_steps"))
+            "eval_stride", "stop_after_steps", "ddp_timeout"))
         _check_counts(self, minimum=0, names=("num_warmup_steps", "lr_decay_start_epoch"))
         _check_counts(self, minimum=2, names=("max_eval_tokens",))
         for name in ("learning_rate", "lr_decay_factor"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
                 raise ValueError(f"--{name} must be a positive number, got {value!r}")
-        for name in ("max_grad_norm", "momentum", "weight_decay"):
+        for name in ("max_grad_norm", "momentum", "weight_decay", "min_lr"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
                 raise ValueError(f"--{name} must be a number >= 0 (0 disables it), got {value!r}")
+        if self.min_lr > self.learning_rate:
+            raise ValueError(f"--min_lr {self.min_lr} is above --learning_rate {self.learning_rate}; use a smaller "
+                             "--min_lr (the floor the plateau schedule never goes below)")
         steps = self.checkpointing_steps
         if steps not in (None, "no", "epoch") and not (str(steps).isdigit() and int(steps) > 0):
             raise ValueError(f"--checkpointing_steps must be a positive integer, 'epoch' or 'no', got {steps!r}")
@@ -237,8 +251,11 @@ def _check_model_fits_run(model_args, data_args, args) -> None:
     from hwlm.modeling import check_fits, check_model_settings, resolve_config, skeleton_model, \
         supports_state_carrying
 
+    from hwlm.training.sizes import check_model_size
+
     check_model_settings(model_args)
     config = resolve_config(model_args)
+    check_model_size(config)  # before building even the skeleton: 10**6 layers would take minutes
     model = skeleton_model(config)  # on the meta device: no memory, no compute
     blocks = args.batching == "blocks"
     check_fits(config, block_size=data_args.block_size if blocks else None, batching=args.batching, model=model)

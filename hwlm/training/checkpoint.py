@@ -17,7 +17,9 @@ A checkpoint is written into a temporary folder, its manifest (``hwlm_checkpoint
 and the size of every file) is written last, and only then is the folder renamed to its final name.
 A crash at any point leaves the previous checkpoints untouched and usable. The manifest lets
 :func:`validate_checkpoint` detect partial or truncated checkpoints before any compute is spent.
-The folders of several processes must be on a shared filesystem (as accelerate itself requires).
+The folders of several processes must be on a shared filesystem (as accelerate itself requires): each
+checkpoint checks that the main process sees every rank's files (`check_shared_folder`), and a resume refuses a
+checkpoint that lacks a rank's files.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ __all__ = [
     "save_checkpoint",
     "validate_checkpoint",
     "checkpoint_branch",
+    "check_shared_folder",
     "save_carried",
     "load_carried",
     "STATE_NAME",
@@ -135,9 +138,26 @@ def validate_checkpoint(path: str | os.PathLike, deep: bool = False) -> dict[str
                     handle.keys()
             except Exception as err:  # safetensors raises several error types
                 raise CheckpointError(f"checkpoint {str(path)!r} is corrupt: {name!r} does not parse ({err})") from err
+    _check_every_rank(path)
     if deep:
         _check_no_arbitrary_pickles(path)
     return manifest
+
+
+def _check_every_rank(path: Path) -> None:
+    """A checkpoint of an N-process run holds the RNG state of every rank (one written on unshared folders by an
+    older hwlm does not: resuming from it would silently reset the other ranks' carried state)."""
+    try:
+        processes = int(json.loads((path / STATE_NAME).read_text())["settings"]["num_processes"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return
+    missing = sorted(set(range(processes)) - _rank_files(path))
+    if missing and _rank_files(path):
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} of a {processes}-process run lacks the files of rank(s) {missing} (it was "
+            "written into an --output_dir that the machines did not share), so their state would silently restart. "
+            "Resume from a checkpoint written into a shared --output_dir, or start the run again."
+        )
 
 
 def _check_no_arbitrary_pickles(path: Path) -> None:
@@ -211,6 +231,7 @@ def save_checkpoint(
     if write_extra is not None:
         write_extra(tmp)
     accelerator.wait_for_everyone()
+    check_shared_folder(accelerator, tmp)
     if accelerator.is_main_process:
         manifest = _manifest(tmp, {"step": step, "branch": branch, **meta})
         with open(tmp / MANIFEST_NAME, "w") as fh:
@@ -229,6 +250,41 @@ def save_checkpoint(
             shutil.rmtree(stale, ignore_errors=True)
     accelerator.wait_for_everyone()
     return final
+
+
+def _rank_files(folder: Path) -> set[int]:
+    """The ranks whose RNG state (``random_states_{r}.pkl``, written by every process's ``save_state``) is here."""
+    found = (re.fullmatch(r"random_states_(\d+)\.pkl", p.name) for p in folder.iterdir()) if folder.is_dir() else ()
+    return {int(m.group(1)) for m in found if m}
+
+
+def check_shared_folder(accelerator, folder: Path) -> None:
+    """After every process saved into ``folder``: the main process must see every rank's files there.
+
+    On several machines ``--output_dir`` must be one folder shared by all of them (as accelerate requires); with
+    a local folder on each, rank r's files land in its own copy, a resume from the main copy would silently reset
+    rank r's carried state, and ``.tmp-step_*`` folders pile up on the other machines. Every process raises alike
+    (the main process's finding is broadcast) and removes its unshared temporary copy.
+
+    Raises:
+        CheckpointError: naming the missing ranks and the fix.
+    """
+    from accelerate.utils import broadcast_object_list
+
+    missing = None
+    if accelerator.is_main_process:
+        missing = sorted(set(range(accelerator.num_processes)) - _rank_files(folder))
+    if accelerator.num_processes > 1:
+        missing = broadcast_object_list([missing])[0]
+    if not missing:
+        return
+    shutil.rmtree(folder, ignore_errors=True)  # each machine's own copy of the partial checkpoint
+    raise CheckpointError(
+        f"the checkpoint files of rank(s) {missing} are not in {str(folder.parent)!r} as the main process sees it: "
+        "--output_dir is not one folder shared by every machine. Training on several machines needs the same "
+        "--output_dir path on a shared filesystem (NFS, Lustre, ...) on all of them; see the README, 'Several "
+        "machines'."
+    )
 
 
 def save_carried(folder: str | os.PathLike, rank: int, carried: Any) -> None:

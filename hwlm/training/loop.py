@@ -53,7 +53,9 @@ from hwlm.training.session import (
     check_launch,
     claim_output_dir,
     is_useless_loss,
+    owned_by_train,
     process_table,
+    start_accelerator,
     state_writer,
 )
 from hwlm.training.setup import build_run
@@ -79,19 +81,14 @@ def train(model_args, data_args, args, command: str | None = None) -> dict[str, 
         CheckpointError: ``--resume_from_checkpoint`` names a partial, corrupt or unsafe checkpoint.
         TrainingDiverged: the loss became NaN/inf or uselessly large (the last good checkpoint is kept).
     """
-    from accelerate import Accelerator
-
     command = command or " ".join(shlex.quote(a) for a in sys.argv)
     out = Path(args.output_dir)
     arguments.check_settings(model_args, data_args, args)  # before the Accelerator: every rank fails alike
     resume_path = (
         resolve_checkpoint(args.resume_from_checkpoint, out, deep=True) if args.resume_from_checkpoint else None
     )
-    accelerator = Accelerator(
-        mixed_precision=args.mixed_precision,
-        log_with=(args.report_to if args.with_tracking else None),
-        project_dir=str(out),
-    )
+    accelerator = start_accelerator(args, mixed_precision=args.mixed_precision, project_dir=str(out),
+                                    log_with=(args.report_to if args.with_tracking else None))
     lock = run = None
     try:
         check_launch(accelerator)
@@ -106,7 +103,7 @@ def train(model_args, data_args, args, command: str | None = None) -> dict[str, 
         payload["processes"] = process_table(accelerator)  # one entry per rank: proof of what actually ran
         lock = claim_output_dir(accelerator, args, marker=RUN_FILE, writes=TRAIN_WRITES, check=check_output_dir,
                                 resume=saved is not None, payload=payload)
-        with tracked_writes(out, RUN_FILE) if accelerator.is_main_process else nullcontext():
+        with tracked_writes(out, RUN_FILE, owned_by_train) if accelerator.is_main_process else nullcontext():
             run = build_run(accelerator, model_args, data_args, args, command=command, settings=settings,
                             resume_path=resume_path, saved=saved, changes=changes)
             return _fit_and_export(run)

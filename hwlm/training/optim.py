@@ -2,7 +2,8 @@
 
 * ``sgd`` with ``plateau``: the LSTM literature's schedule (Zaremba et al. 2014, Merity et al. 2018,
   pytorch/examples): keep the learning rate while validation perplexity improves, divide it by
-  ``lr_decay_factor`` after an evaluation that does not improve it (torch's ``ReduceLROnPlateau``).
+  ``lr_decay_factor`` after an evaluation that does not improve it (torch's ``ReduceLROnPlateau``), never below
+  ``min_lr``.
 * ``sgd`` with ``epoch_decay``: Zaremba et al.'s fixed decay: lr stays for ``lr_decay_start_epoch``
   epochs and is then divided by ``lr_decay_factor`` at the start of each later epoch
   (PTB small: lr 1, halved each epoch after epoch 4; torch's ``LambdaLR`` stepped per epoch).
@@ -109,12 +110,13 @@ class PlateauScheduler:
     (best loss, number of decays), not the rates, so a resumed run may change ``--learning_rate`` or the factor.
     """
 
-    def __init__(self, optimizer, *, factor: float):
+    def __init__(self, optimizer, *, factor: float, min_lr: float = 0.0):
         self.optimizer = optimizer
         self.factor = factor
-        # eps=0: keep dividing however small the rate gets (the rule is "divide on every non-improvement")
+        self.min_lr = min_lr
+        # eps=0: divide on every non-improvement down to min_lr (the rule is "divide on every non-improvement")
         self.scheduler = ReduceLROnPlateau(optimizer, mode="min", factor=1.0 / factor, patience=0,
-                                           threshold=0.0, threshold_mode="abs", eps=0.0)
+                                           threshold=0.0, threshold_mode="abs", eps=0.0, min_lr=min_lr)
         self.num_decays = 0
         self.base_lrs = [g["lr"] for g in optimizer.param_groups]
 
@@ -152,7 +154,7 @@ class PlateauScheduler:
             lr = base
             for _ in range(self.num_decays):
                 lr = float(lr) * self.scheduler.factor
-            g["lr"] = lr
+            g["lr"] = max(lr, self.min_lr)
 
 
 class _HFSchedule:
@@ -197,7 +199,7 @@ def create_scheduler(optimizer, args, num_training_steps: int):
     """
     kind = args.lr_scheduler_type
     if kind == "plateau":
-        return PlateauScheduler(optimizer, factor=args.lr_decay_factor)
+        return PlateauScheduler(optimizer, factor=args.lr_decay_factor, min_lr=getattr(args, "min_lr", 0.0))
     if kind == "epoch_decay":
         return EpochDecay(optimizer, factor=args.lr_decay_factor, start_epoch=args.lr_decay_start_epoch)
     if kind in HF_SCHEDULES:

@@ -33,7 +33,7 @@ TRAIN_WRITES = (
 # resume changes that leave the trajectory as it was (a replay rewrites best_model identically)
 MUTABLE_WITHOUT_EFFECT = ("logging_steps", "disable_tqdm", "with_tracking", "report_to", "stop_after_steps",
                           "push_to_hub", "hub_model_id", "hub_private_repo", "license", "save_total_limit",
-                          "checkpointing_steps", "preprocessing_num_workers", "overwrite_cache")
+                          "checkpointing_steps", "preprocessing_num_workers", "overwrite_cache", "ddp_timeout")
 
 
 class TrainingDiverged(RuntimeError):

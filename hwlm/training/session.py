@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from hwlm.training.checkpoint import (
     save_carried,
 )
 from hwlm.training.outputs import OutputDirError, OutputLock, clear_written, record_written
+from hwlm.training.run import TRAIN_WRITES
 
 __all__ = [
     "BEST_RECORD",
@@ -30,7 +32,10 @@ __all__ = [
     "claim_output_dir",
     "is_useless_loss",
     "next_branch",
+    "owned_by_train",
     "process_table",
+    "start_accelerator",
+    "StartupTimeout",
     "restore_state",
     "state_writer",
 ]
@@ -61,6 +66,50 @@ def check_launch(accelerator) -> None:
             f"ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes {world} ...; on GPUs check that "
             "torch sees them (torch.cuda.device_count())."
         )
+
+
+# entries hwlm-train writes besides TRAIN_WRITES: the model code save_pretrained copies (a file of hwlm/models),
+# an abandoned timeline's copies (resume), and accelerate's tracker folders (--with_tracking)
+_TIMELINE_COPIES = re.compile(r"^(metrics-before-branch\d+\.jsonl|best_model-before-branch\d+)$")
+_TRACKER_DIRS = ("hwlm", "runs")
+
+
+def owned_by_train(name: str) -> bool:
+    """True for a top-level name hwlm-train itself writes into its output folder (recorded in its marker)."""
+    import hwlm.models
+
+    if name in TRAIN_WRITES or name in _TRACKER_DIRS or _TIMELINE_COPIES.match(name):
+        return True
+    return name.endswith(".py") and (Path(hwlm.models.__file__).parent / name).is_file()
+
+
+class StartupTimeout(ValueError):
+    """The other processes of a multi-process run did not join within ``--ddp_timeout`` seconds."""
+
+
+def start_accelerator(args, **kwargs):
+    """The run's `accelerate.Accelerator`, whose process group waits at most ``args.ddp_timeout`` seconds for
+    the other processes (a machine that failed before start-up ends this one instead of hanging it for the
+    default 30 minutes). A start-up that times out is a one-line `StartupTimeout`.
+    """
+    from datetime import timedelta
+
+    from accelerate import Accelerator
+    from accelerate.utils import InitProcessGroupKwargs
+
+    timeout = InitProcessGroupKwargs(timeout=timedelta(seconds=args.ddp_timeout))
+    try:
+        return Accelerator(kwargs_handlers=[timeout], **kwargs)
+    except RuntimeError as err:  # torch's DistNetworkError / DistStoreError are RuntimeErrors
+        if "timeout" not in str(err).lower() and "timed out" not in str(err).lower():
+            raise
+        world = os.environ.get("WORLD_SIZE", "?")
+        raise StartupTimeout(
+            f"the other processes of this {world}-process run did not join within --ddp_timeout {args.ddp_timeout} "
+            f"s ({type(err).__name__}); a machine failed before start-up or cannot reach MASTER_ADDR "
+            f"{os.environ.get('MASTER_ADDR', '?')}:{os.environ.get('MASTER_PORT', '?')}. See the other machines' "
+            "errors; every machine needs the same files and paths (README, 'Several machines')."
+        ) from None
 
 
 def process_table(accelerator) -> list[dict]:

@@ -9,12 +9,13 @@ import math
 from pathlib import Path
 
 from hwlm.batching import BlockLoader, StreamLoader
-from hwlm.modeling import build_model
+from hwlm.modeling import build_model, resolve_config
 from hwlm.training.checkpoint import find_latest_checkpoint
 from hwlm.training.optim import create_optimizer, create_scheduler
-from hwlm.training.resume import truncate_metrics
+from hwlm.training.resume import check_data_fingerprint, data_fingerprint, truncate_metrics
 from hwlm.training.run import BEST_DIR, METRICS_FILE, MUTABLE_WITHOUT_EFFECT, Run, write_metrics
 from hwlm.training.session import next_branch, restore_state, set_aside_future_best
+from hwlm.training.sizes import check_model_size
 
 __all__ = ["build_run", "load_training_data", "make_train_loader", "resume"]
 
@@ -40,6 +41,15 @@ def load_training_data(data_args, args, accelerator):
             overwrite_cache=data_args.overwrite_cache,
         )
     return tokenizer, prepared
+
+
+def describe_data(data_args, args) -> str:
+    """Where the run's data comes from, in words (for messages)."""
+    if args.prepared_data_dir:
+        return f"--prepared_data_dir {args.prepared_data_dir}"
+    files = [f"--{k} {v}" for k in ("train_file", "validation_file", "test_file") if (v := getattr(data_args, k, None))]
+    return ", ".join(files) or (f"--dataset_name {data_args.dataset_name}" if data_args.dataset_name
+                                else "the embedded corpus")
 
 
 def make_train_loader(args, prepared, num_processes: int, process_index: int):
@@ -71,7 +81,12 @@ def build_run(accelerator, model_args, data_args, args, *, command: str, setting
 
     set_seed(args.seed)
     tokenizer, prepared = load_training_data(data_args, args, accelerator)
+    settings["data_fingerprint"] = data_fingerprint(prepared)  # saved with every checkpoint (state_writer)
+    if saved is not None:  # every rank loaded the same data: every rank refuses alike
+        check_data_fingerprint(saved.get("settings") or {}, settings["data_fingerprint"], resume_path,
+                               describe_data(data_args, args))
     block_size = data_args.block_size if args.batching == "blocks" else None
+    check_model_size(resolve_config(model_args, vocab_size=len(tokenizer)))  # the tokenizer's size counts too
     model = build_model(model_args, tokenizer, block_size=block_size, batching=args.batching)
     loader = make_train_loader(args, prepared, accelerator.num_processes, accelerator.process_index)
     valid_tokens = prepared.stream_tensor("validation")
