@@ -10,11 +10,13 @@ Examples::
 
 from __future__ import annotations
 
+import os
 import shlex
 import sys
 
 from hwlm.cli.common import parse_command, run_main
-from hwlm.training.arguments import check_settings, run_argument_classes
+from hwlm.training import arguments
+from hwlm.training.arguments import run_argument_classes
 
 PROG = "hwlm-train"
 
@@ -34,9 +36,12 @@ def run(argv: list[str] | None = None) -> dict:
     model or process group."""
     argv = list(sys.argv[1:] if argv is None else argv)
     model_args, data_args, train_args = parse(argv)
-    # the cross-field checks before the training stack is imported (accelerate, datasets: seconds); those that read
-    # the model's config load transformers' configs, the others need nothing. `train` runs them again, cheaply.
-    check_settings(model_args, data_args, train_args)
+    # One process: the cross-field checks before the training stack is imported (accelerate, datasets: seconds);
+    # those that read the model's config load transformers' configs, the others need nothing. `train` runs them
+    # again, cheaply. Under a multi-process launcher they stay in `train` only, where every rank reaches them at
+    # the same point and reports its own error before the launcher ends the others.
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        arguments.check_settings(model_args, data_args, train_args)
     from hwlm.training.loop import train
 
     command = "hwlm-train " + " ".join(shlex.quote(a) for a in argv)
