@@ -232,15 +232,24 @@ def test_eval_command_reports_plain_and_adapted_figures_and_leaves_the_folder_al
 
     prepared, out = trained
     before = {f.name: sha256(f) for f in out.iterdir() if f.is_file()}
+    # Grids without 0: every chosen setting adapts (a learning rate or a cache weight of 0 would change nothing).
     res = run(["--model_name_or_path", str(out), "--prepared_data_dir", str(prepared), "--bptt", "13",
                "--output_file", str(tmp_path / "eval.json"), *ADAPT_FLAGS, "--tune_on", "validation",
-               "--dynamic_eval_learning_rate_grid", "0,1e-3",
-               "--cache_theta_grid", "0.5", "--cache_lambda_grid", "0,0.2"])
+               "--dynamic_eval_learning_rate_grid", "1e-3,3e-3",
+               "--cache_theta_grid", "0.5", "--cache_lambda_grid", "0.1,0.2"])
     assert {f.name: sha256(f) for f in out.iterdir() if f.is_file()} == before  # safetensors, config, tokenizer
     saved = json.loads((tmp_path / "eval.json").read_text())
+    from hwlm.data import load_prepared
+
+    model = AutoModelForCausalLM.from_pretrained(out).eval()
     for split in ("validation", "test"):
-        for method in ("", "neural_cache_", "dynamic_eval_", "dynamic_eval_neural_cache_"):
-            assert saved[f"{split}_{method}perplexity"] > 1
+        # the plain figure is the library's, on the same model and data
+        plain = evaluate_perplexity(model, load_prepared(prepared).stream_tensor(split), bptt=13, batch_size=1)
+        assert saved[f"{split}_perplexity"] == pytest.approx(plain["perplexity"], rel=1e-6)
+        # each method changed the figure, and the two together differ from dynamic evaluation alone
+        adapted = [saved[f"{split}_{method}perplexity"] for method in ("neural_cache_", "dynamic_eval_",
+                                                                       "dynamic_eval_neural_cache_")]
+        assert len({saved[f"{split}_perplexity"], *adapted}) == 4, adapted
     assert saved["tuning"]["split"] == "validation" and len(saved["tuning"]["grid"]) == 2 + 2
     settings = saved["adaptive_settings"]
     # the test figures come from the settings the validation grid chose, scored once

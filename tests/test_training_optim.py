@@ -1,5 +1,6 @@
 """Optimisers, schedules and run-setting parsing."""
 
+import json
 from types import SimpleNamespace
 
 import pytest
@@ -128,3 +129,26 @@ def test_epoch_decay_steps_by_epoch_without_torch_ordering_warning():
         warnings.simplefilter("error")  # stepping at the epoch's start, before its optimiser steps, is intended
         EpochDecay(opt, factor=2.0, start_epoch=0).set_epoch(0)
     assert opt.param_groups[0]["lr"] == 0.5
+
+
+@pytest.mark.parametrize("kind", ["plateau", "epoch_decay", "linear", "cosine", "constant_with_warmup"])
+def test_every_schedule_is_a_schedule_and_resumes_to_the_same_rates(kind):
+    from hwlm.training.optim import Schedule
+
+    def build():
+        opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1.0)
+        args = SimpleNamespace(lr_scheduler_type=kind, num_warmup_steps=2, lr_decay_factor=2.0,
+                               lr_decay_start_epoch=1, min_lr=0.0)
+        return opt, create_scheduler(opt, args, num_training_steps=10)
+
+    opt, sched = build()
+    assert isinstance(sched, Schedule)
+    for step in range(5):  # an uninterrupted run: steps, an epoch boundary, evaluations that do not improve
+        opt.step()
+        sched.step()
+        sched.set_epoch(step // 2)
+        sched.on_evaluate(4.0)
+    saved = json.loads(json.dumps(sched.state_dict()))  # what a checkpoint holds
+    resumed_opt, resumed = build()
+    resumed.load_state_dict(saved)
+    assert resumed.get_last_lr() == sched.get_last_lr() and resumed_opt.param_groups[0]["lr"] == sched.get_last_lr()[0]

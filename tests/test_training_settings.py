@@ -59,8 +59,16 @@ def test_missing_data_is_refused_before_reading_it(prepared, tmp_path):
 
 
 def test_good_settings_pass_for_both_regimes(prepared, tmp_path):
-    check_settings(*settings(prepared, tmp_path))
-    check_settings(*settings(prepared, tmp_path, *TRANSFORMER, "--batching", "blocks", "--block_size", "16"))
+    streams = ()  # an LSTM reading streams
+    blocks = (*TRANSFORMER, "--batching", "blocks", "--block_size", "16")  # a Transformer reading blocks
+    for flags in (streams, blocks):
+        assert check_settings(*settings(prepared, tmp_path, *flags)) is None
+        assert not (tmp_path / "out").exists()  # checking writes nothing
+    # The same call refuses each regime's nearest bad neighbour: the checks ran, they were not skipped.
+    with pytest.raises(ValueError, match="does not carry state"):
+        check_settings(*settings(prepared, tmp_path, *TRANSFORMER))
+    with pytest.raises(ValueError, match="--block_size 64 is above"):
+        check_settings(*settings(prepared, tmp_path, *blocks[:-1], "64"))
 
 
 def test_train_checks_settings_before_the_accelerator_exists(prepared, tmp_path, monkeypatch):

@@ -31,9 +31,9 @@ from hwlm.evaluation import evaluate_perplexity
 from hwlm.modeling import build_model  # noqa: F401  (re-exported: hwlm.training.loop.build_model)
 from hwlm.training import arguments
 from hwlm.training.arguments import check_output_dir
-from hwlm.training.checkpoint import quiet_tied_weights, resolve_checkpoint, save_checkpoint
+from hwlm.training.checkpoint import quiet_tied_weights, save_checkpoint
 from hwlm.training.outputs import tracked_writes
-from hwlm.training.resume import check_resume_settings, read_checkpoint_state
+from hwlm.training.resume import find_resume_checkpoint, read_resume
 from hwlm.training.run import (
     BEST_DIR,
     CURVES_FILE,
@@ -84,20 +84,14 @@ def train(model_args, data_args, args, command: str | None = None) -> dict[str, 
     command = command or " ".join(shlex.quote(a) for a in sys.argv)
     out = Path(args.output_dir)
     arguments.check_settings(model_args, data_args, args)  # before the Accelerator: every rank fails alike
-    resume_path = (
-        resolve_checkpoint(args.resume_from_checkpoint, out, deep=True) if args.resume_from_checkpoint else None
-    )
+    resume_path = find_resume_checkpoint(args, out)
     accelerator = start_accelerator(args, mixed_precision=args.mixed_precision, project_dir=str(out),
                                     log_with=(args.report_to if args.with_tracking else None))
     lock = run = None
     try:
         check_launch(accelerator)
         settings = {**_settings(model_args, data_args, args), "num_processes": accelerator.num_processes}
-        saved = read_checkpoint_state(resume_path) if resume_path else None
-        changes = (
-            check_resume_settings(saved["settings"], settings, {f.name for f in fields(data_args)}, resume_path)
-            if saved else {}
-        )
+        saved, changes = read_resume(resume_path, settings, {f.name for f in fields(data_args)})
         payload = ({"command": command, "settings": settings} if saved is None
                    else {"last_resume": {"command": command, "from": str(resume_path), "changed": changes}})
         payload["processes"] = process_table(accelerator)  # one entry per rank: proof of what actually ran

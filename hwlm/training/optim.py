@@ -16,13 +16,15 @@ Weight decay never applies to biases, normalisation weights or embeddings (nor t
 from __future__ import annotations
 
 import warnings
+from typing import Protocol, runtime_checkable
 
 import torch
 from torch import nn
 from torch.optim.lr_scheduler import LambdaLR, ReduceLROnPlateau
 from transformers import get_scheduler
 
-__all__ = ["param_groups", "create_optimizer", "create_scheduler", "PlateauScheduler", "EpochDecay"]
+__all__ = ["param_groups", "create_optimizer", "create_scheduler", "Schedule", "PlateauScheduler", "EpochDecay",
+           "TransformersSchedule"]
 
 HF_SCHEDULES = ("linear", "cosine", "constant", "constant_with_warmup")
 SCHEDULES = HF_SCHEDULES + ("plateau", "epoch_decay")
@@ -59,6 +61,33 @@ def create_optimizer(model: nn.Module, args) -> torch.optim.Optimizer:
             groups, lr=args.learning_rate, betas=(args.adam_beta1, args.adam_beta2), eps=args.adam_epsilon
         )
     raise ValueError(f"optimizer={args.optimizer!r} is not supported; use 'sgd' or 'adamw'")
+
+
+@runtime_checkable
+class Schedule(Protocol):
+    """
+    What the training loop calls on every learning-rate schedule, whichever moves it (optimiser steps, epochs or
+    validation losses). The state is the schedule's *progress*, JSON-able, never its rates: the rates are recomputed
+    from this run's flags, so a resumed run may change ``--learning_rate``, the decay factor, warmup or the length.
+    """
+
+    def step(self) -> None:
+        """After each optimiser step."""
+
+    def set_epoch(self, epoch: int) -> None:
+        """At the start of epoch ``epoch`` (0-based), also straight to a resumed epoch."""
+
+    def on_evaluate(self, valid_loss: float) -> None:
+        """After each validation, with its mean loss."""
+
+    def get_last_lr(self) -> list[float]:
+        """The current rate of each parameter group."""
+
+    def state_dict(self) -> dict:
+        """The progress to checkpoint (JSON-able)."""
+
+    def load_state_dict(self, state: dict) -> None:
+        """Move to the saved progress; the rates follow from this run's flags."""
 
 
 class EpochDecay:
@@ -157,8 +186,8 @@ class PlateauScheduler:
             g["lr"] = max(lr, self.min_lr)
 
 
-class _HFSchedule:
-    """Adapter giving a ``transformers`` LR scheduler the same small interface as the two above."""
+class TransformersSchedule:
+    """A ``transformers.get_scheduler`` schedule (warmup, then linear / cosine / constant) as a `Schedule`."""
 
     def __init__(self, scheduler):
         self.scheduler = scheduler
@@ -180,30 +209,22 @@ class _HFSchedule:
 
     def load_state_dict(self, state: dict) -> None:
         """Move the schedule to optimiser step ``state["step"]``; base rates and lengths are this run's flags."""
-        s = self.scheduler
-        s.last_epoch = int(state["step"])
-        lrs = [base * lmbda(s.last_epoch) for lmbda, base in zip(s.lr_lambdas, s.base_lrs)]  # as LambdaLR.get_lr
-        for g, lr, base in zip(s.optimizer.param_groups, lrs, s.base_lrs):
-            g["lr"], g["initial_lr"] = lr, base
-        s._last_lr = lrs
+        self.scheduler.last_epoch = int(state["step"]) - 1
+        with warnings.catch_warnings():
+            # moving to a resumed step comes before this process's first optimiser step by design
+            warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler.step\(\)` before")
+            self.scheduler.step()  # LambdaLR sets the rates of step `last_epoch + 1` from the base rates
 
 
-def create_scheduler(optimizer, args, num_training_steps: int):
-    """Build the schedule named by ``args.lr_scheduler_type``.
-
-    The returned object has ``step()`` (after each optimiser step), ``set_epoch(epoch)`` (at each epoch
-    start), ``on_evaluate(valid_loss)`` (after each validation), ``get_last_lr()`` and
-    ``state_dict()/load_state_dict()`` (JSON-able progress saved in checkpoints: the rates themselves are
-    recomputed from ``args``, so a resumed run may change ``--learning_rate``, the decay factor, warmup or
-    ``--max_train_steps``).
-    """
+def create_scheduler(optimizer, args, num_training_steps: int) -> Schedule:
+    """Build the `Schedule` named by ``args.lr_scheduler_type``."""
     kind = args.lr_scheduler_type
     if kind == "plateau":
         return PlateauScheduler(optimizer, factor=args.lr_decay_factor, min_lr=getattr(args, "min_lr", 0.0))
     if kind == "epoch_decay":
         return EpochDecay(optimizer, factor=args.lr_decay_factor, start_epoch=args.lr_decay_start_epoch)
     if kind in HF_SCHEDULES:
-        return _HFSchedule(
+        return TransformersSchedule(
             get_scheduler(
                 kind,
                 optimizer=optimizer,

@@ -1,4 +1,9 @@
-"""Explicit resume: what a resumed run may change, what it may not, and the metrics file's repair.
+"""Resume, in one place: finding and reading the checkpoint, checking what a resumed run may change, restoring its
+state, branching its timeline, and repairing the metrics file.
+
+The order `hwlm.training.loop.train` follows: `find_resume_checkpoint` (before any process group), `read_resume`
+(settings checked on every rank alike), then `resume_run` once the run is built (weights, optimiser, RNG, trainer
+state, this rank's carried state, the schedule, the branch, the metrics).
 
 A checkpoint records the settings of the run that wrote it (``hwlm_state.json``). On resume:
 
@@ -16,14 +21,31 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Any
 
 from hwlm.training.arguments import parse_config_overrides
-from hwlm.training.checkpoint import STATE_NAME, CheckpointError
+from hwlm.training.checkpoint import (
+    STATE_NAME,
+    CheckpointError,
+    checkpoint_branch,
+    find_latest_checkpoint,
+    list_checkpoints,
+    load_carried,
+    resolve_checkpoint,
+)
+from hwlm.training.run import BEST_DIR, BEST_RECORD, METRICS_FILE, MUTABLE_WITHOUT_EFFECT, Run, write_metrics
 
 __all__ = [
     "FIXED_SETTINGS",
+    "best_from_another_future",
+    "find_resume_checkpoint",
+    "next_branch",
+    "read_resume",
+    "restore_state",
+    "resume_run",
+    "set_aside_future_best",
     "MUTABLE_DATA_SETTINGS",
     "changed_settings",
     "check_data_fingerprint",
@@ -166,3 +188,106 @@ def truncate_metrics(path: Path, step: int, keep_copy_as: Path | None = None) ->
     kept = [r for r in records if r.get("step", 0) <= step]
     if path.exists():
         path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+
+
+def find_resume_checkpoint(args, output_dir: Path) -> Path | None:
+    """The checkpoint ``--resume_from_checkpoint`` names (``latest``, a step folder, a path), checked deeply (every
+    file present, no arbitrary pickles) before any process group exists; None without the flag."""
+    if not args.resume_from_checkpoint:
+        return None
+    return resolve_checkpoint(args.resume_from_checkpoint, output_dir, deep=True)
+
+
+def read_resume(resume_path: Path | None, settings: dict[str, Any], data_fields: set[str]) -> tuple[dict | None, dict]:
+    """``(saved, changes)``: the checkpoint's saved state and the settings this run changes (refused when they
+    may not change; see `check_resume_settings`); ``(None, {})`` for a fresh run."""
+    if resume_path is None:
+        return None, {}
+    saved = read_checkpoint_state(resume_path)
+    return saved, check_resume_settings(saved["settings"], settings, data_fields, resume_path)
+
+
+def next_branch(resume_path: Path, output_dir: Path) -> tuple[int, bool]:
+    """``(branch, new)``: resuming from the newest checkpoint continues its branch; from an older one starts
+    a new branch after the highest existing, so the older timeline's checkpoints are neither overwritten
+    nor pruned and ``latest`` follows the new one."""
+    latest = find_latest_checkpoint(output_dir)
+    if latest is not None and Path(resume_path).resolve() == latest.resolve():
+        return checkpoint_branch(resume_path), False
+    if latest is None:  # a checkpoint from another folder
+        return checkpoint_branch(resume_path), False
+    return max(checkpoint_branch(p) for p in list_checkpoints(output_dir)) + 1, True
+
+
+def restore_state(saved: dict[str, Any], resume_path: Path, state, scheduler, args, rank: int, device="cpu") -> None:
+    """Restore the trainer state, this rank's carried state (on ``device``) and the schedule's progress from a
+    checkpoint.
+
+    The schedule's rates are recomputed from this run's flags; when ``--lr_scheduler_type`` changed, the new
+    schedule starts from the run's position (step, epoch, best loss) instead of the old schedule's state.
+    """
+    state.load_state_dict(saved["trainer"])
+    state.carried = load_carried(resume_path, rank, device)
+    progress: dict[str, Any] = {"step": state.global_step, "epoch": state.epoch, "best": state.best_valid_loss,
+                                "num_decays": 0}
+    if saved.get("scheduler_kind") == args.lr_scheduler_type:
+        progress.update(saved.get("scheduler") or {})
+    scheduler.load_state_dict(progress)
+
+
+def best_from_another_future(best_dir: Path, step: int) -> bool:
+    """True when ``best_dir`` was written after optimiser step ``step`` (by the timeline being abandoned)."""
+    try:
+        record = json.loads((best_dir / BEST_RECORD).read_text())
+    except (OSError, json.JSONDecodeError):
+        return False
+    return record.get("step", -1) > step
+
+
+def set_aside_future_best(accelerator, best_dir: Path, state, branch: int) -> Path | None:
+    """On a resume whose timeline differs from the one that wrote ``best_dir`` after the checkpoint (a new branch,
+    or changed flags), move ``best_dir`` aside (main process) and forget the best loss (every process): its
+    weights come from a future this run will not replay, so `finish` must not publish them. Returns the new
+    place of the folder, or None.
+    """
+    future = best_from_another_future(best_dir, state.global_step)
+    accelerator.wait_for_everyone()  # every rank has read the record before the main process moves it
+    if not future:
+        return None
+    aside = best_dir.with_name(f"{best_dir.name}-before-branch{branch}")
+    if accelerator.is_main_process:
+        if aside.exists():
+            import shutil
+
+            shutil.rmtree(aside)
+        os.rename(best_dir, aside)
+    state.best_valid_loss, state.best_step = float("inf"), -1
+    accelerator.wait_for_everyone()
+    return aside
+
+
+def resume_run(run: Run, resume_path: Path, saved: dict, changes: dict) -> None:
+    """Load a checkpoint into the run, apply this run's changeable flags, record the resume and its branch."""
+    accelerator, optimizer, out = run.accelerator, run.optimizer, run.out
+    # accelerate restores the optimiser's hyper-parameters with its state: keep this run's (weight decay,
+    # momentum, betas), which the optimiser was just built from; the schedule then sets the rates
+    fresh = [{k: v for k, v in g.items() if k not in ("params", "lr", "initial_lr")} for g in optimizer.param_groups]
+    accelerator.load_state(str(resume_path))  # weights, optimiser, RNG: read with weights_only=True
+    for group, hyper in zip(optimizer.param_groups, fresh):
+        group.update(hyper)
+    restore_state(saved, resume_path, run.state, run.scheduler, run.args, accelerator.process_index,
+                  accelerator.device)
+    branch, new_branch = next_branch(resume_path, out)
+    run.branch = branch
+    aside = None
+    if new_branch or any(k not in MUTABLE_WITHOUT_EFFECT for k in changes):
+        aside = set_aside_future_best(accelerator, out / BEST_DIR, run.state, branch)
+    accelerator.print(f"resumed from {resume_path} at step {run.state.global_step}"
+                      + (f" on new branch {branch} (the later checkpoints are kept)" if new_branch else ""))
+    if accelerator.is_main_process:
+        keep = out / f"metrics-before-branch{branch}.jsonl" if new_branch else None
+        truncate_metrics(out / METRICS_FILE, run.state.global_step, keep_copy_as=keep)
+        write_metrics(out, {"type": "resume", "step": run.state.global_step, "from": str(resume_path),
+                            "branch": branch, "changed": changes, "lr": run.scheduler.get_last_lr()[0],
+                            **({"best_model_set_aside": str(aside)} if aside else {})}, cpu_s=run.state.cpu_seconds())
+    accelerator.wait_for_everyone()

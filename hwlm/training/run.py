@@ -24,6 +24,7 @@ RUN_FILE = "hwlm_run.json"
 METRICS_FILE = "metrics.jsonl"
 CURVES_FILE = "curves.png"
 BEST_DIR = "best_model"
+BEST_RECORD = "hwlm_best.json"  # in best_model/: the step (and branch) whose weights the folder holds
 # top-level names hwlm-train writes (model code files are recorded as they appear)
 TRAIN_WRITES = (
     RUN_FILE, "checkpoints", BEST_DIR, METRICS_FILE, "all_results.json", CURVES_FILE, "README.md", "config.json",

@@ -1,5 +1,5 @@
 """The parts of a training run around the loop: launch checks, the output folder's claim, hwlm's own
-checkpoint state (JSON + safetensors, never pickles), resume branches and divergence checks.
+checkpoint state (JSON + safetensors, never pickles) and divergence checks. Resume is `hwlm.training.resume`.
 
 Kept out of ``loop.py`` so that the loop reads as the loop.
 """
@@ -11,36 +11,23 @@ import math
 import os
 import re
 from pathlib import Path
-from typing import Any
 
-from hwlm.training.checkpoint import (
-    STATE_NAME,
-    checkpoint_branch,
-    find_latest_checkpoint,
-    list_checkpoints,
-    load_carried,
-    save_carried,
-)
+from hwlm.training.checkpoint import STATE_NAME, save_carried
 from hwlm.training.outputs import OutputDirError, OutputLock, clear_written, record_written
-from hwlm.training.run import TRAIN_WRITES
+from hwlm.training.run import BEST_RECORD, TRAIN_WRITES  # noqa: F401  (BEST_RECORD re-exported)
 
 __all__ = [
     "BEST_RECORD",
     "USELESS_LOSS_FACTOR",
-    "set_aside_future_best",
     "check_launch",
     "claim_output_dir",
     "is_useless_loss",
-    "next_branch",
     "owned_by_train",
     "process_table",
     "start_accelerator",
     "StartupTimeout",
-    "restore_state",
     "state_writer",
 ]
-
-BEST_RECORD = "hwlm_best.json"  # in best_model/: the step (and branch) whose weights the folder holds
 
 # A model that guesses uniformly scores ln(vocab_size); a loss several times that is no model at all, even
 # when it is finite (a perplexity of 1e300 is a diverged run, not a result).
@@ -152,18 +139,6 @@ def claim_output_dir(accelerator, args, *, marker: str, writes: tuple, check, re
     return lock
 
 
-def next_branch(resume_path: Path, output_dir: Path) -> tuple[int, bool]:
-    """``(branch, new)``: resuming from the newest checkpoint continues its branch; from an older one starts
-    a new branch after the highest existing, so the older timeline's checkpoints are neither overwritten
-    nor pruned and ``latest`` follows the new one."""
-    latest = find_latest_checkpoint(output_dir)
-    if latest is not None and Path(resume_path).resolve() == latest.resolve():
-        return checkpoint_branch(resume_path), False
-    if latest is None:  # a checkpoint from another folder
-        return checkpoint_branch(resume_path), False
-    return max(checkpoint_branch(p) for p in list_checkpoints(output_dir)) + 1, True
-
-
 def state_writer(accelerator, state, scheduler, settings: dict):
     """``write_extra`` for `save_checkpoint`: hwlm's state as JSON (main process) and this process's carried
     recurrent state as safetensors (every process: each rank carries its own streams)."""
@@ -176,50 +151,3 @@ def state_writer(accelerator, state, scheduler, settings: dict):
         save_carried(folder, accelerator.process_index, state.carried)
 
     return write
-
-
-def restore_state(saved: dict[str, Any], resume_path: Path, state, scheduler, args, rank: int, device="cpu") -> None:
-    """Restore the trainer state, this rank's carried state (on ``device``) and the schedule's progress from a
-    checkpoint.
-
-    The schedule's rates are recomputed from this run's flags; when ``--lr_scheduler_type`` changed, the new
-    schedule starts from the run's position (step, epoch, best loss) instead of the old schedule's state.
-    """
-    state.load_state_dict(saved["trainer"])
-    state.carried = load_carried(resume_path, rank, device)
-    progress: dict[str, Any] = {"step": state.global_step, "epoch": state.epoch, "best": state.best_valid_loss,
-                                "num_decays": 0}
-    if saved.get("scheduler_kind") == args.lr_scheduler_type:
-        progress.update(saved.get("scheduler") or {})
-    scheduler.load_state_dict(progress)
-
-
-def best_from_another_future(best_dir: Path, step: int) -> bool:
-    """True when ``best_dir`` was written after optimiser step ``step`` (by the timeline being abandoned)."""
-    try:
-        record = json.loads((best_dir / BEST_RECORD).read_text())
-    except (OSError, json.JSONDecodeError):
-        return False
-    return record.get("step", -1) > step
-
-
-def set_aside_future_best(accelerator, best_dir: Path, state, branch: int) -> Path | None:
-    """On a resume whose timeline differs from the one that wrote ``best_dir`` after the checkpoint (a new branch,
-    or changed flags), move ``best_dir`` aside (main process) and forget the best loss (every process): its
-    weights come from a future this run will not replay, so `finish` must not publish them. Returns the new
-    place of the folder, or None.
-    """
-    future = best_from_another_future(best_dir, state.global_step)
-    accelerator.wait_for_everyone()  # every rank has read the record before the main process moves it
-    if not future:
-        return None
-    aside = best_dir.with_name(f"{best_dir.name}-before-branch{branch}")
-    if accelerator.is_main_process:
-        if aside.exists():
-            import shutil
-
-            shutil.rmtree(aside)
-        os.rename(best_dir, aside)
-    state.best_valid_loss, state.best_step = float("inf"), -1
-    accelerator.wait_for_everyone()
-    return aside

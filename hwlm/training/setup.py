@@ -12,12 +12,11 @@ from hwlm.batching import BlockLoader, StreamLoader
 from hwlm.modeling import build_model, resolve_config
 from hwlm.training.checkpoint import find_latest_checkpoint
 from hwlm.training.optim import create_optimizer, create_scheduler
-from hwlm.training.resume import check_data_fingerprint, data_fingerprint, truncate_metrics
-from hwlm.training.run import BEST_DIR, METRICS_FILE, MUTABLE_WITHOUT_EFFECT, Run, write_metrics
-from hwlm.training.session import next_branch, restore_state, set_aside_future_best
+from hwlm.training.resume import check_data_fingerprint, data_fingerprint, resume_run
+from hwlm.training.run import Run
 from hwlm.training.sizes import check_model_size
 
-__all__ = ["build_run", "load_training_data", "make_train_loader", "resume"]
+__all__ = ["build_run", "load_training_data", "make_train_loader"]
 
 
 def load_training_data(data_args, args, accelerator):
@@ -105,37 +104,10 @@ def build_run(accelerator, model_args, data_args, args, *, command: str, setting
               scheduler=scheduler, loader=loader, valid_tokens=valid_tokens, max_steps=max_steps,
               num_epochs=math.ceil(max_steps / steps_per_epoch))
     if resume_path is not None:
-        resume(run, resume_path, saved, changes or {})
+        resume_run(run, resume_path, saved, changes or {})
     run.last_checkpoint = find_latest_checkpoint(run.out)  # named in the divergence messages
     if args.with_tracking:
         accelerator.init_trackers(
             "hwlm", config={k: v for k, v in settings.items() if isinstance(v, (int, float, str, bool))}
         )
     return run
-
-
-def resume(run: Run, resume_path: Path, saved: dict, changes: dict) -> None:
-    """Load a checkpoint into the run, apply this run's changeable flags, record the resume and its branch."""
-    accelerator, optimizer, out = run.accelerator, run.optimizer, run.out
-    # accelerate restores the optimiser's hyper-parameters with its state: keep this run's (weight decay,
-    # momentum, betas), which the optimiser was just built from; the schedule then sets the rates
-    fresh = [{k: v for k, v in g.items() if k not in ("params", "lr", "initial_lr")} for g in optimizer.param_groups]
-    accelerator.load_state(str(resume_path))  # weights, optimiser, RNG: read with weights_only=True
-    for group, hyper in zip(optimizer.param_groups, fresh):
-        group.update(hyper)
-    restore_state(saved, resume_path, run.state, run.scheduler, run.args, accelerator.process_index,
-                  accelerator.device)
-    branch, new_branch = next_branch(resume_path, out)
-    run.branch = branch
-    aside = None
-    if new_branch or any(k not in MUTABLE_WITHOUT_EFFECT for k in changes):
-        aside = set_aside_future_best(accelerator, out / BEST_DIR, run.state, branch)
-    accelerator.print(f"resumed from {resume_path} at step {run.state.global_step}"
-                      + (f" on new branch {branch} (the later checkpoints are kept)" if new_branch else ""))
-    if accelerator.is_main_process:
-        keep = out / f"metrics-before-branch{branch}.jsonl" if new_branch else None
-        truncate_metrics(out / METRICS_FILE, run.state.global_step, keep_copy_as=keep)
-        write_metrics(out, {"type": "resume", "step": run.state.global_step, "from": str(resume_path),
-                            "branch": branch, "changed": changes, "lr": run.scheduler.get_last_lr()[0],
-                            **({"best_model_set_aside": str(aside)} if aside else {})}, cpu_s=run.state.cpu_seconds())
-    accelerator.wait_for_everyone()
