@@ -1,22 +1,22 @@
-"""Vocabulary building + encoding: hwlm (tokenizers + numpy) vs the classic pure-Python dictionary.
+"""Corpus preparation: hwlm vs the classic pure-Python dictionary loop, end to end and core.
 
-Both build a vocabulary from a corpus file and turn it into one 1-D tensor of token ids with one
-``<eos>`` per line, side by side in one run on the same file:
+Two ratios, each a median over interleaved repeats (classic, hwlm, classic, hwlm, ...), every run in a fresh process:
 
-- classic: pytorch/examples ``word_language_model/data.py`` (a dict of word ids, a loop over lines);
-- hwlm: ``train_word_tokenizer`` (vocabulary counted with pyarrow compute, the WordLevel trainer's order) +
-  ``ArrowLineEncoder`` (pyarrow ``utf8_split_whitespace`` + ``index_in``, numpy) -> a ``tokenizers`` tokenizer
-  and the same ids it gives.
+- **end to end**: the whole command as a user runs it, interpreter start and imports included. Classic: the
+  ``Dictionary``/``Corpus`` of pytorch/examples ``word_language_model/data.py`` over train/valid/test (vocabulary
+  over all three, one int64 tensor per split). hwlm: ``hwlm-prepare --train_file ... --output_dir ...`` with an
+  empty datasets cache (loading, vocabulary, tokenizer, encoding, streams/blocks/token files written). Corpus:
+  WikiText-2 train repeated ``--e2e_copies`` times (default 10: 21M tokens) + valid + test. Target >= 1.0x.
+- **core**: vocabulary + encoding of one file already in memory terms: ``classic`` (the same loop) vs ``hwlm_fast``
+  (Arrow compute vocabulary, `ArrowLineEncoder`), imports before the clock. Target >= 3x.
 
-Each repeat runs in a fresh subprocess so that peak memory (ru_maxrss) is per method; the table
-reports medians. The full pipeline (``hwlm-prepare`` on the three WikiText-2 files: datasets
-loading, cached map, save_to_disk) is timed too, twice: the second run must hit the datasets cache.
+A second ``hwlm-prepare`` run on a warm cache is timed too (it must hit the datasets cache).
 
-    python bench/bench_preprocess.py            # WikiText-2 train, 5 repeats
-    python bench/bench_preprocess.py --quick    # first 5,000 lines, 2 repeats, no pipeline runs
+    python bench/bench_preprocess.py            # WikiText-2 train: core x5, end to end x3 at 21M tokens
+    python bench/bench_preprocess.py --quick    # first 5,000 lines, 2 repeats, no end-to-end runs
     python bench/bench_preprocess.py --tiny     # first 300 lines, 1 repeat (the tests)
-    python bench/bench_preprocess.py --big      # hwlm-prepare on WikiText-2 train x50 (104M tokens), once:
-                                                # wall time, peak RSS, memory-mapped streams (~10 min, 5 GB disk)
+    python bench/bench_preprocess.py --big      # also WikiText-2 train x50 (104M tokens), one interleaved pair:
+                                                # wall times, peak RSS, memory-mapped streams (~10 min, 5 GB disk)
 
 Without the WikiText-2 file, --quick/--tiny use a generated corpus of random words.
 
@@ -31,6 +31,7 @@ import json
 import os
 import platform
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -71,22 +72,24 @@ def classic(path: str) -> "torch.Tensor":  # noqa: F821
 
 
 def hwlm_fast(path: str) -> "torch.Tensor":  # noqa: F821
-    """What hwlm-prepare runs on a split, minus datasets' file loading: read the lines into Arrow, count the
-    vocabulary with Arrow compute (`train_word_tokenizer`), encode with `ArrowLineEncoder` (ids proven equal to
-    the tokenizers tokenizer's by the tests), flatten with numpy."""
+    """What hwlm-prepare runs on the train split, minus datasets' file loading: read the lines into Arrow, count
+    the vocabulary and keep the chunk ids from one whitespace split (`CountingEncoder`), build the tokenizer,
+    encode by a numpy take (ids proven equal to the tokenizers tokenizer's by the tests), flatten."""
     import numpy as np
     import pyarrow as pa
     import torch
 
     sys.path.insert(0, str(REPO))
-    from hwlm.data import ArrowLineEncoder
-    from hwlm.tokenization import train_word_tokenizer
+    from hwlm.data import CountingEncoder
+    from hwlm.tokenization import PRETOKENIZED_SETTINGS
 
     with open(path, encoding="utf-8") as f:
         lines = pa.array(f.read().split("\n")[:-1], pa.large_string())  # the file's lines; the text loader's convention
-    tok = train_word_tokenizer([lines])
-    encoded = ArrowLineEncoder(tok).encode(lines)
-    return torch.from_numpy(encoded.values.to_numpy().astype(np.int64))
+    counter = CountingEncoder(PRETOKENIZED_SETTINGS)
+    for start in range(0, len(lines), 100_000):  # the batches count_and_encode reads
+        counter.add(lines.slice(start, 100_000))
+    encoded = counter.encode(counter.tokenizer())
+    return torch.from_numpy(np.concatenate([c.values.to_numpy() for c in encoded.chunks]).astype(np.int64))
 
 
 def worker(method: str, path: str) -> dict:
@@ -108,6 +111,96 @@ def run_worker(method: str, path: str) -> dict:
     out = subprocess.run([sys.executable, __file__, "--worker", method, "--data", path],
                          capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+#: pytorch/examples word_language_model/data.py (Dictionary, Corpus.tokenize), run as a script on train/valid/test.
+CLASSIC_COMMAND = """
+import os, sys
+import torch
+
+class Dictionary(object):
+    def __init__(self):
+        self.word2idx = {}
+        self.idx2word = []
+
+    def add_word(self, word):
+        if word not in self.word2idx:
+            self.idx2word.append(word)
+            self.word2idx[word] = len(self.idx2word) - 1
+        return self.word2idx[word]
+
+class Corpus(object):
+    def __init__(self, path):
+        self.dictionary = Dictionary()
+        self.train = self.tokenize(os.path.join(path, 'train.txt'))
+        self.valid = self.tokenize(os.path.join(path, 'valid.txt'))
+        self.test = self.tokenize(os.path.join(path, 'test.txt'))
+
+    def tokenize(self, path):
+        with open(path, 'r', encoding="utf8") as f:
+            for line in f:
+                words = line.split() + ['<eos>']
+                for word in words:
+                    self.dictionary.add_word(word)
+        with open(path, 'r', encoding="utf8") as f:
+            idss = []
+            for line in f:
+                words = line.split() + ['<eos>']
+                ids = []
+                for word in words:
+                    ids.append(self.dictionary.word2idx[word])
+                idss.append(torch.tensor(ids).type(torch.int64))
+            ids = torch.cat(idss)
+        return ids
+
+corpus = Corpus(sys.argv[1])
+print(len(corpus.train), len(corpus.valid), len(corpus.test), len(corpus.dictionary.idx2word))
+"""
+
+
+def _timed(argv: list[str], env: dict | None = None) -> tuple[float, str]:
+    start = time.perf_counter()
+    done = subprocess.run(argv, env=env, check=True, capture_output=True, text=True)
+    return time.perf_counter() - start, done.stdout
+
+
+def end_to_end(folder: Path, tmp: Path, repeats: int) -> dict:
+    """Interleaved runs of the classic script and ``hwlm-prepare`` on ``folder``/{train,valid,test}.txt.
+
+    Each hwlm run starts with an empty datasets cache and output folder (a user's first run); the command is the
+    console entry point's module, so interpreter start-up and every import count.
+    """
+    classic_s, hwlm_s = [], []
+    for i in range(repeats):
+        seconds, out = _timed([sys.executable, "-c", CLASSIC_COMMAND, str(folder)])
+        classic_s.append(seconds)
+        classic_tokens = int(out.split()[0])
+        cache, prep = tmp / f"e2e-cache-{i}", tmp / f"e2e-prep-{i}"
+        env = dict(os.environ, PYTHONPATH=str(REPO), HF_DATASETS_CACHE=str(cache), HF_DATASETS_OFFLINE="1",
+                   HF_HUB_OFFLINE="1", HF_DATASETS_DISABLE_PROGRESS_BARS="1")
+        seconds, _ = _timed([sys.executable, "-m", "hwlm.cli.prepare", "--train_file", str(folder / "train.txt"),
+                             "--validation_file", str(folder / "valid.txt"), "--test_file", str(folder / "test.txt"),
+                             "--output_dir", str(prep)], env)
+        hwlm_s.append(seconds)
+        tokens = json.loads((prep / "hwlm_data.json").read_text())["splits"]["train"]["tokens"]
+        assert tokens == classic_tokens, f"hwlm-prepare counted {tokens} train tokens, the classic loop {classic_tokens}"
+        shutil.rmtree(cache, ignore_errors=True)
+        shutil.rmtree(prep, ignore_errors=True)
+    return {"classic_seconds": classic_s, "hwlm_seconds": hwlm_s, "tokens": classic_tokens,
+            "ratio": statistics.median(classic_s) / statistics.median(hwlm_s),
+            "pair_ratios": [c / h for c, h in zip(classic_s, hwlm_s)]}
+
+
+def copies_of(folder: Path, copies: int, out: Path) -> Path:
+    """``out`` with train.txt = ``copies`` x ``folder``/train.txt, and valid/test copied."""
+    out.mkdir(parents=True, exist_ok=True)
+    text = (folder / "train.txt").read_bytes()
+    with open(out / "train.txt", "wb") as f:
+        for _ in range(copies):
+            f.write(text)
+    for name in ("valid.txt", "test.txt"):
+        (out / name).write_bytes((folder / name).read_bytes())
+    return out
 
 
 def run_pipeline(folder: Path, cache: Path, out: Path) -> dict:
@@ -135,16 +228,11 @@ def run_big(folder: Path, copies: int, tmp: Path) -> dict:
     costs: RSS before and after ``stream_tensor("train")`` and reading every token (memory-mapped pages are
     file-backed, so anonymous memory must stay flat).
     """
-    big = tmp / "big"
-    big.mkdir()
-    with open(folder / "train.txt", "rb") as src:
-        text = src.read()
-    with open(big / "train.txt", "wb") as out:
-        for _ in range(copies):
-            out.write(text)
-    for name in ("valid.txt", "test.txt"):
-        (big / name).write_bytes((folder / name).read_bytes())
+    big = copies_of(folder, copies, tmp / "big")
+    classic_seconds, _ = _timed([sys.executable, "-c", CLASSIC_COMMAND, str(big)])  # the pair, interleaved
     result = run_pipeline(big, tmp / "big-cache", tmp / "big-prep")
+    result["classic_seconds"] = classic_seconds
+    result["ratio"] = classic_seconds / result["seconds"]
     code = ("import json, sys; from hwlm.data import load_prepared\n"
             "def mem():\n"
             "    s = {l.split(':')[0]: int(l.split()[1]) for l in open('/proc/self/status') if l.startswith(('VmRSS', 'RssAnon'))}\n"
@@ -170,6 +258,8 @@ def main(argv=None) -> dict | None:
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument("--big", action="store_true", help="also hwlm-prepare WikiText-2 train x50 (104M tokens), once")
     parser.add_argument("--big_copies", type=int, default=50, help=argparse.SUPPRESS)
+    parser.add_argument("--e2e_copies", type=int, default=10, help="WikiText-2 train copies for the end-to-end runs")
+    parser.add_argument("--e2e_repeats", type=int, default=3, help="interleaved end-to-end pairs")
     parser.add_argument("--out_dir", default=None, help="where the JSON goes (default bench/results)")
     parser.add_argument("--worker", choices=["classic", "hwlm"], help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -199,10 +289,16 @@ def main(argv=None) -> dict | None:
             else:
                 with open(data, encoding="utf-8") as f:
                     path.write_text("".join(line for _, line in zip(range(num_lines), f)), encoding="utf-8")
-        runs = {m: [run_worker(m, str(path)) for _ in range(repeats)] for m in ("classic", "hwlm")}
+        runs = {"classic": [], "hwlm": []}
+        for _ in range(repeats):  # interleaved, so a change in the machine's load hits both alike
+            for m in ("classic", "hwlm"):
+                runs[m].append(run_worker(m, str(path)))
         assert runs["classic"][0]["tokens"] == runs["hwlm"][0]["tokens"], "the two methods disagree on token counts"
-        pipeline = big = None
+        pipeline = big = e2e = None
         if not args.quick:
+            e2e_folder = copies_of(data.parent, args.e2e_copies, Path(tmp) / "e2e")
+            e2e = end_to_end(e2e_folder, Path(tmp), args.e2e_repeats)
+            e2e["copies"] = args.e2e_copies
             cache, out = Path(tmp) / "cache", Path(tmp) / "prep"
             pipeline = {"first": run_pipeline(data.parent, cache, out), "second": run_pipeline(data.parent, cache, out)}
         if args.big:
@@ -220,8 +316,19 @@ def main(argv=None) -> dict | None:
         "| method | median s | peak RSS MB | RSS growth MB | speed-up |",
         "|---|---:|---:|---:|---:|",
         f"| classic dict (pytorch/examples) | {med['classic']:.2f} | {peak['classic']:.0f} | {extra['classic']:.0f} | 1.0x |",
-        f"| hwlm (Arrow compute + numpy; tokenizers ids) | {med['hwlm']:.2f} | {peak['hwlm']:.0f} | {extra['hwlm']:.0f} | {ratio:.1f}x |",
+        f"| hwlm (one Arrow split: count + encode; tokenizers ids) | {med['hwlm']:.2f} | {peak['hwlm']:.0f} | {extra['hwlm']:.0f} | {ratio:.1f}x |",
     ]
+    if e2e:
+        c, h = statistics.median(e2e["classic_seconds"]), statistics.median(e2e["hwlm_seconds"])
+        lines += [
+            "",
+            f"| end to end, WikiText-2 train x{e2e['copies']} + valid + test ({e2e['tokens']:,} train tokens), "
+            f"median of {len(e2e['hwlm_seconds'])} interleaved pairs | wall s (start-up and imports included) | "
+            "speed-up |",
+            "|---|---:|---:|",
+            f"| classic: pytorch/examples data.py Corpus (python -c ...) | {c:.1f} | 1.0x |",
+            f"| hwlm-prepare --train_file ... --output_dir ... (empty datasets cache) | {h:.1f} | {e2e['ratio']:.2f}x |",
+        ]
     if pipeline:
         lines += [
             "",
@@ -239,6 +346,8 @@ def main(argv=None) -> dict | None:
             f"| hwlm-prepare, WikiText-2 train x{big['copies']} ({big['tokens']:,} train tokens) | target | measured |",
             "|---|---:|---:|",
             f"| wall time (incl. imports, loading, cache writes, save) | <= 600 s | {big['seconds']:.0f} s |",
+            f"| the classic loop on the same files, end to end / hwlm's speed-up | >= 1.0x | "
+            f"{big['classic_seconds']:.0f} s / {big['ratio']:.2f}x |",
             f"| peak RSS | <= 3,072 MB | {big['peak_rss_mb']:,.0f} MB |",
             f"| stream_tensor('train') + reading every token: anonymous memory growth | ~0 (memory-mapped) | "
             f"{load['anon_after_mb'] - load['anon_before_mb']:,.0f} MB (RSS incl. mapped pages "
@@ -247,7 +356,7 @@ def main(argv=None) -> dict | None:
     header, table = lines[0], "\n".join(lines[2:])
     print("\n".join(lines))
     result = {"corpus": str(data), "quick": args.quick, "repeats": repeats, "runs": runs, "median_seconds": med,
-              "speedup": ratio, "peak_rss_mb": peak, "rss_growth_mb": extra, "pipeline": pipeline, "big": big,
+              "speedup": ratio, "end_to_end": e2e, "peak_rss_mb": peak, "rss_growth_mb": extra, "pipeline": pipeline, "big": big,
               "python": platform.python_version(), "cpus": os.cpu_count(), "size_mb": size_mb}
     results = Path(args.out_dir) if args.out_dir else REPO / "bench" / "results"
     results.mkdir(parents=True, exist_ok=True)

@@ -21,6 +21,7 @@ import bench_eval  # noqa: E402
 import bench_generate  # noqa: E402
 import bench_gpt2  # noqa: E402
 import bench_preprocess  # noqa: E402
+import bench_startup  # noqa: E402
 import bench_train  # noqa: E402
 from common import RESULTS, environment  # noqa: E402
 
@@ -31,6 +32,7 @@ BENCHMARKS = {
     "eval": bench_eval,
     "adaptive": bench_adaptive,
     "preprocess": bench_preprocess,
+    "startup": bench_startup,
 }
 
 

@@ -36,23 +36,30 @@ import platform
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import TYPE_CHECKING, Any, Optional, Union
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import torch
 from datasets import Dataset, DatasetDict, Features, List, Value, load_dataset, load_from_disk
 from datasets.table import InMemoryTable
 from transformers import PreTrainedTokenizerBase
 
 from . import corpora
+from .settings import DataArguments  # re-exported: defined where --help can read it cheaply
+
+if TYPE_CHECKING:  # torch is imported where a tensor is made (PreparedData.stream_tensor)
+    import torch
 from .tokenization import (
     _SPECIAL_PATTERN,
     ARROW_ONLY_WHITESPACE,
     SPECIAL_TOKENS,
+    build_word_tokenizer,
     is_whitespace_only,
+    split_odd_whitespace,
     split_whitespace,
+    tokenizer_from_counts,
+    words_from_chunk_counts,
     PRETOKENIZED_SETTINGS,
     TokenizerArguments,
     load_tokenizer,
@@ -78,69 +85,6 @@ RAW_TEXT_SETTINGS = {"vocab_size": None, "min_frequency": 3, "lowercase": False,
 EMBEDDED_SPLIT_PERCENT = {"train": 80, "validation": 10, "test": 10}
 PREPARED_FORMAT_VERSION = 2  # 2: tokens/<split>.npy (memory-mapped streams); 1 is still read
 _BUILDERS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet"}
-
-
-@dataclass
-class DataArguments:
-    """Where the text comes from and how it becomes model inputs.
-
-    Shared by ``hwlm-prepare``, ``hwlm-tokenizer`` and the training command (parsed with
-    `transformers.HfArgumentParser`). With neither ``dataset_name`` nor ``train_file``, the
-    embedded corpus (Python's reference-manual topics, ``pydoc_data.topics``) is used.
-    """
-
-    dataset_name: Optional[str] = field(
-        default=None,
-        metadata={"help": "A classic corpus by name: ptb, wikitext-2, wikitext-103, wikitext-2-raw, wikitext-103-raw "
-                  "(local copies from $HWLM_DATA_DIR/<name>/, else downloaded once into the datasets cache; "
-                  "--train_file etc. override it), or any Hub dataset id, e.g. Salesforce/wikitext. "
-                  "Default: the embedded corpus."},
-    )
-    dataset_config_name: Optional[str] = field(
-        default=None, metadata={"help": "Hub dataset configuration, e.g. wikitext-2-v1."}
-    )
-    train_file: Optional[str] = field(
-        default=None,
-        metadata={"help": "Local training file: text (one line per row; .txt, .tokens, ...), .json/.jsonl, "
-                  ".csv or .parquet."},
-    )
-    validation_file: Optional[str] = field(
-        default=None,
-        metadata={"help": "Local validation file (same format as --train_file). Default: the last "
-                  "--validation_split_percentage percent of the training lines."},
-    )
-    test_file: Optional[str] = field(
-        default=None,
-        metadata={"help": "Local test file (same format as --train_file). Default: carved off the end of the "
-                  "training lines like the validation split."},
-    )
-    text_column: str = field(
-        default="text", metadata={"help": "Column holding the text in json/csv/parquet files and Hub datasets."}
-    )
-    tokenizer_name: Optional[str] = field(
-        default=None,
-        metadata={"help": "Tokenizer folder (written by hwlm-tokenizer or save_pretrained). Default: the "
-                  "repository's tokenizer/ for the embedded corpus; otherwise a word-level tokenizer is "
-                  "trained on the training split (flags of hwlm-tokenizer)."},
-    )
-    block_size: int = field(
-        default=128, metadata={"help": "Tokens per row of the 'blocks' layout (Transformer training)."}
-    )
-    preprocessing_num_workers: Optional[int] = field(
-        default=None, metadata={"help": "Processes for tokenisation (Dataset.map num_proc). Default: one."}
-    )
-    overwrite_cache: bool = field(
-        default=False, metadata={"help": "Recompute the tokenisation instead of reusing the datasets cache."}
-    )
-    validation_split_percentage: int = field(
-        default=5,
-        metadata={"help": "Percent of the training lines (taken from the end) used as validation and as test "
-                  "split when the data has none."},
-    )
-    replace_invalid_utf8: bool = field(
-        default=False,
-        metadata={"help": "Replace bytes that are not UTF-8 with U+FFFD instead of stopping with an error."},
-    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -483,15 +427,31 @@ def load_or_train_tokenizer(
     Returns:
         a transformers tokenizer with ``<unk>``, ``<eos>``, ``<pad>``.
     """
+    return tokenizer_and_train_ids(args, corpus, tokenizer_args, show_progress=show_progress)[0]
+
+
+def tokenizer_and_train_ids(
+    args: DataArguments,
+    corpus: DatasetDict,
+    tokenizer_args: Optional[TokenizerArguments] = None,
+    *,
+    encode_train: bool = False,
+    show_progress: bool = False,
+) -> tuple[PreTrainedTokenizerBase, Optional[pa.ChunkedArray]]:
+    """`load_or_train_tokenizer`, and with ``encode_train`` the train split's ids when the tokenizer is trained
+    here: counted and encoded from one pass over the text (`count_and_encode`), for `prepare_datasets`'s
+    ``encoded``. Returns ``(tokenizer, train ids or None)``."""
     if args.tokenizer_name:
-        return load_tokenizer(args.tokenizer_name)
+        return load_tokenizer(args.tokenizer_name), None
     tokenizer_args = tokenizer_args or TokenizerArguments()
     embedded = not args.dataset_name and not args.train_file
     overridden = any(v is not None for v in asdict(tokenizer_args).values())
     if embedded and not overridden and (REPO_TOKENIZER_DIR / "tokenizer.json").exists():
-        return load_tokenizer(REPO_TOKENIZER_DIR)
+        return load_tokenizer(REPO_TOKENIZER_DIR), None
     settings = tokenizer_args.resolved(default_tokenizer_settings(args))
-    return train_on_split(corpus["train"], settings, show_progress=show_progress)
+    if encode_train:
+        return count_and_encode(corpus["train"], settings)
+    return train_on_split(corpus["train"], settings, show_progress=show_progress), None
 
 
 def default_tokenizer_settings(args: DataArguments) -> dict:
@@ -607,6 +567,111 @@ class ArrowLineEncoder:
         return pa.table({"input_ids": self.encode(batch.column("text").combine_chunks())})
 
 
+class CountingEncoder:
+    """Count a split's words and keep what it takes to encode it, from one whitespace split of the text.
+
+    `count_words` + `ArrowLineEncoder` split every line twice (once to count, once to encode) and look every
+    token up in the vocabulary. Here each Arrow batch is split once; its chunks are dictionary-encoded
+    (``pyarrow.compute.dictionary_encode``) and their batch-local codes mapped to ids of one corpus-wide table
+    of distinct chunks, counted with ``numpy.bincount``. Once the tokenizer is built from the counts, only the
+    distinct chunks go through `ArrowLineEncoder` (exact ids, as the tokenizer gives them), and every batch is
+    encoded by a numpy take of its stored chunk ids. Memory: 4 bytes per token plus the line offsets.
+
+    Batches holding `ARROW_ONLY_WHITESPACE` lines are kept as text and encoded by `ArrowLineEncoder` at the end.
+
+    Args:
+        settings (`dict`): `train_word_tokenizer` keyword arguments (``vocab_size``, ``min_frequency``,
+            ``lowercase``, ``nfkc``, ``pre_tokenizer``).
+    """
+
+    def __init__(self, settings: dict):
+        self.settings = dict(settings)
+        pipeline = {k: self.settings[k] for k in ("lowercase", "nfkc", "pre_tokenizer") if k in self.settings}
+        self.pipeline = build_word_tokenizer(**pipeline)
+        self.chunks = pa.array([], pa.large_string())  # (D,) distinct chunks seen so far, in first-seen order
+        self.counts = np.zeros(0, dtype=np.int64)  # (D,)
+        self.batches: list = []  # per batch: (chunk ids (C,), line offsets (L+1,)) or the batch's lines as text
+        self.odd_lines: list[str] = []
+
+    def add(self, lines: pa.Array) -> None:
+        """Count one batch of lines (a string array; nulls are empty lines) and keep its chunk ids."""
+        lines = pc.fill_null(lines, "")
+        plain, odd = split_odd_whitespace(lines)
+        if odd:
+            self.odd_lines += odd
+            self.batches.append(lines)
+        parts = split_whitespace(plain)
+        coded = pc.dictionary_encode(parts.flatten())
+        local = coded.dictionary.cast(pa.large_string())  # (d,) this batch's distinct chunks
+        found = pc.index_in(local, value_set=self.chunks).to_numpy(zero_copy_only=False)  # float, NaN = new
+        new = np.isnan(found)
+        to_global = np.empty(len(local), dtype=np.int64)
+        to_global[~new] = found[~new]
+        to_global[new] = len(self.chunks) + np.arange(int(new.sum()))
+        if new.any():
+            self.chunks = pa.concat_arrays([self.chunks, local.filter(pa.array(new))])
+        ids = to_global[coded.indices.to_numpy(zero_copy_only=False)].astype(np.int32)  # (C,)
+        counts = np.bincount(ids, minlength=len(self.chunks))
+        counts[: len(self.counts)] += self.counts
+        self.counts = counts
+        if not odd:
+            self.batches.append((ids, parts.offsets.to_numpy()))
+
+    def tokenizer(self) -> PreTrainedTokenizerBase:
+        """The tokenizer `train_word_tokenizer` would build from the lines added (a test compares them)."""
+        chunks = pa.table({"word": self.chunks, "n": pa.array(self.counts, pa.int64())})
+        words, counts = words_from_chunk_counts(chunks, self.odd_lines, self.pipeline)
+        return tokenizer_from_counts(words, counts, **self.settings)
+
+    def encode(self, tokenizer: PreTrainedTokenizerBase) -> pa.ChunkedArray:
+        """Every line added, as ``input_ids`` lists ending in ``<eos>`` (equal to `ArrowLineEncoder`'s).
+
+        Consumes the stored chunk ids (each batch's are dropped once it is encoded, so memory holds the ids of one
+        layout at a time): call it once."""
+        encoder = ArrowLineEncoder(tokenizer)
+        # the distinct chunks, each laid out as a one-chunk "line": ids + <eos>, so the offsets give each one's span
+        chunk_ids, chunk_len, pool = encoder._encode_chunks(self.chunks)
+        flat, spans = _append_eos(chunk_ids, chunk_len, pool, np.arange(len(self.chunks) + 1), encoder.eos_id)
+        starts, lengths = spans[:-1], np.diff(spans) - 1  # (D,): where each chunk's ids start, how many
+        single = lengths.max(initial=0) <= 1
+        out, batches, self.batches = [], self.batches, []
+        for i, batch in enumerate(batches):
+            batches[i] = None  # freed as soon as this batch is encoded
+            if isinstance(batch, pa.Array):
+                out.append(encoder.encode(batch))
+                continue
+            ids, line_offsets = batch
+            n = lengths[ids]  # (C,) ids per chunk occurrence ("" -> 0)
+            if single:
+                tokens = flat[starts[ids[n == 1]]]
+            else:  # a chunk the pipeline splits: gather its ids
+                inner = np.arange(int(n.sum())) - np.repeat(np.cumsum(n) - n, n)
+                tokens = flat[np.repeat(starts[ids], n) + inner]
+            line_starts = np.concatenate([[0], np.cumsum(n)])[line_offsets]  # (L+1,)
+            values = np.insert(tokens, line_starts[1:], encoder.eos_id).astype(np.int32, copy=False)
+            offsets = line_starts + np.arange(len(line_starts))
+            out.append(pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), pa.array(values, pa.int32())))
+        return pa.chunked_array(out, pa.list_(pa.int32()))
+
+
+def count_and_encode(train: Dataset, settings: dict) -> tuple[PreTrainedTokenizerBase, pa.ChunkedArray]:
+    """Train the tokenizer on a split and encode that split, from one pass over its text (`CountingEncoder`).
+
+    Args:
+        train (`Dataset`): with a ``text`` column.
+        settings (`dict`): keyword arguments of `train_word_tokenizer`.
+    Returns:
+        ``(tokenizer, input_ids)``: the tokenizer `train_on_split` gives, and the split's ids per line, equal
+        to what `prepare_datasets` computes with it.
+    """
+    counter = CountingEncoder(settings)
+    for batch in train.with_format("arrow").iter(batch_size=100_000):
+        column = batch.column("text")
+        counter.add(column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column)
+    tokenizer = counter.tokenizer()
+    return tokenizer, counter.encode(tokenizer)
+
+
 def _append_eos(chunk_ids, chunk_len, pool, line_offsets, eos_id) -> tuple[np.ndarray, np.ndarray]:
     """Lay out the chunks' ids line by line with one ``<eos>`` after each line.
 
@@ -701,6 +766,8 @@ class PreparedData:
         """
         if split not in self.streams:
             raise ValueError(f"split {split!r} is not prepared; available: {list(self.streams)}.")
+        import torch  # here, not at the top: hwlm-prepare and hwlm-tokenizer never need it
+
         path = self.token_files.get(split)
         if path is not None and Path(path).is_file():
             return torch.from_numpy(np.load(path, mmap_mode="c"))  # "c": writable view, pages shared until written
@@ -749,6 +816,7 @@ def prepare_datasets(
     overwrite_cache: bool = False,
     output_dir: Optional[Union[str, Path]] = None,
     source: Optional[dict] = None,
+    encoded: Optional[dict[str, pa.ChunkedArray]] = None,
 ) -> PreparedData:
     """Tokenise every split (batched ``Dataset.map``, datasets cache) and lay it out as streams and blocks.
 
@@ -760,6 +828,9 @@ def prepare_datasets(
         overwrite_cache (`bool`): recompute instead of loading the cached map result.
         output_dir (`str` or `Path`, *optional*): save there (see the module docstring for the layout).
         source (`dict`, *optional*): recorded in ``hwlm_data.json`` (see `describe_source`).
+        encoded (`dict[str, pyarrow.ChunkedArray]`, *optional*): splits already encoded with ``tokenizer``
+            (``input_ids`` per line, e.g. the train split from `count_and_encode`); they are used as they are,
+            in memory, instead of a cached map.
     Returns:
         `PreparedData`.
     Raises:
@@ -773,6 +844,12 @@ def prepare_datasets(
     features = Features({"input_ids": List(Value("int32"))})
     streams = DatasetDict()
     for split, ds in corpus.items():
+        if encoded and split in encoded:
+            if len(encoded[split]) != len(ds):
+                raise ValueError(f"encoded[{split!r}] has {len(encoded[split])} rows, the split {len(ds)}")
+            fp = hashlib.sha256(f"{ds._fingerprint}|{fingerprint}|hwlm-streams-v2".encode()).hexdigest()[:16]
+            streams[split] = Dataset(InMemoryTable(pa.table({"input_ids": encoded[split]})), fingerprint=fp)
+            continue
         # An explicit fingerprint: the datasets cache key is (input data, tokenizer, this code's version),
         # independent of how dill happens to hash the encoder object.
         new_fp = hashlib.sha256(f"{ds._fingerprint}|{fingerprint}|hwlm-streams-v2".encode()).hexdigest()[:16]

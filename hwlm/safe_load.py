@@ -34,7 +34,7 @@ def load_causal_lm(name_or_path: str, **kwargs):
                      purpose="load")
     try:
         return AutoModelForCausalLM.from_pretrained(name_or_path, **kwargs)
-    except pickle.UnpicklingError as err:
+    except pickle.UnpicklingError:
         weights = [p.name for p in Path(name_or_path).glob("*.bin")] if Path(name_or_path).is_dir() else []
         raise ValueError(
             f"{name_or_path!r}: {', '.join(weights) or 'its weights file'} holds objects other than tensors, so "

@@ -28,22 +28,23 @@ import hashlib
 import json
 import re
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Union
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
-from transformers import AutoTokenizer, PreTrainedTokenizerBase, TokenizersBackend
+from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers
+from transformers import PreTrainedTokenizerBase, TokenizersBackend  # no torch; AutoTokenizer (which imports it) is
+                                                                   # imported where a folder is loaded
+
+from .settings import PRE_TOKENIZERS, TokenizerArguments  # noqa: F401  (re-exported: defined where --help reads them)
 
 UNK_TOKEN = "<unk>"
 EOS_TOKEN = "<eos>"
 PAD_TOKEN = "<pad>"
 #: Special tokens in id order: ``<unk>`` = 0, ``<eos>`` = 1, ``<pad>`` = 2.
 SPECIAL_TOKENS = (UNK_TOKEN, EOS_TOKEN, PAD_TOKEN)
-PRE_TOKENIZERS = ("whitespace", "words", "treebank")
 
 #: Abbreviations that keep their period (case-sensitive): those WikiText writes with their period more often
 #: than split off. Abbreviations that also end sentences there (Jr, Inc, Co, Ltd, Vol, c, al) are left out:
@@ -73,61 +74,6 @@ TREEBANK_NORMALIZER_RULES = (
     (r"(?<=\p{N})\.(?=\p{N})", " @.@ "),
     (r"(?<=[" + _W + r"])-(?=[" + _W + r"])", " @-@ "),
 )
-
-
-@dataclass
-class TokenizerArguments:
-    """How to train a word-level tokenizer (flags of ``hwlm-tokenizer`` and ``hwlm-prepare``).
-
-    A field left at ``None`` takes the default of the corpus: for the embedded corpus (raw
-    English text) the settings of the committed ``tokenizer/`` (see ``EMBEDDED_TOKENIZER_SETTINGS``
-    in ``hwlm.data``); for any other corpus the settings for already-tokenized text:
-    ``whitespace`` pre-tokenizer, no lowercasing, no NFKC, no cap, ``min_frequency`` 1, which
-    reproduces the classic PTB / WikiText vocabularies exactly.
-    """
-
-    vocab_size: Optional[int] = field(
-        default=None,
-        metadata={"help": "Cap on the vocabulary size, counting the 3 special tokens (<unk>, <eos>, <pad>). "
-                  "Default: no cap (embedded corpus: 10000)."},
-    )
-    min_frequency: Optional[int] = field(
-        default=None,
-        metadata={"help": "Keep only words seen at least this many times in the training split. "
-                  "Default: 1 (embedded corpus: 2)."},
-    )
-    lowercase: Optional[bool] = field(
-        default=None,
-        metadata={"help": "Lowercase text before splitting. Default: false (embedded corpus: true).",
-                  "nargs": "?", "const": True},
-    )
-    nfkc: Optional[bool] = field(
-        default=None,
-        metadata={"help": "Apply Unicode NFKC normalisation before splitting. Default: false (embedded corpus: true).",
-                  "nargs": "?", "const": True},
-    )
-    pre_tokenizer: Optional[str] = field(
-        default=None,
-        metadata={"help": "'whitespace' splits on whitespace only (already tokenized corpora such as PTB, "
-                  "WikiText); 'treebank' tokenizes raw text the way WikiText is (wasn 't, 1 @,@ 000, U.S.); "
-                  "'words' splits runs of punctuation off words. Default: whitespace (raw named corpora "
-                  "wikitext-*-raw: treebank; embedded corpus: words).",
-                  "choices": list(PRE_TOKENIZERS)},
-    )
-
-    def resolved(self, defaults: dict) -> dict:
-        """Return the settings as keyword arguments for `train_word_tokenizer`.
-
-        Args:
-            defaults (`dict`): values for the fields left at ``None``.
-        Returns:
-            `dict` with keys ``vocab_size``, ``min_frequency``, ``lowercase``, ``nfkc``, ``pre_tokenizer``.
-        """
-        out = {}
-        for name in ("vocab_size", "min_frequency", "lowercase", "nfkc", "pre_tokenizer"):
-            value = getattr(self, name)
-            out[name] = defaults.get(name) if value is None else value
-        return out
 
 
 #: Settings for already-tokenized corpora (PTB, WikiText, the user's own files by default).
@@ -258,7 +204,26 @@ def train_word_tokenizer(
     if min_frequency < 1:
         raise ValueError(f"min_frequency={min_frequency} must be >= 1.")
     tok = build_word_tokenizer(lowercase=lowercase, nfkc=nfkc, pre_tokenizer=pre_tokenizer)
-    words = vocabulary_from_counts(*count_words(texts, tok), vocab_size=vocab_size, min_frequency=min_frequency)
+    return tokenizer_from_counts(*count_words(texts, tok), vocab_size=vocab_size, min_frequency=min_frequency,
+                                 lowercase=lowercase, nfkc=nfkc, pre_tokenizer=pre_tokenizer)
+
+
+def tokenizer_from_counts(
+    words: pa.Array,
+    counts: np.ndarray,
+    *,
+    vocab_size: Optional[int] = None,
+    min_frequency: int = 1,
+    lowercase: bool = False,
+    nfkc: bool = False,
+    pre_tokenizer: str = "whitespace",
+) -> TokenizersBackend:
+    """The tokenizer `train_word_tokenizer` builds from word counts (`count_words`, or `hwlm.data.CountingEncoder`).
+
+    Raises:
+        ValueError: no word left (empty corpus, or every word below ``min_frequency``).
+    """
+    words = vocabulary_from_counts(words, counts, vocab_size=vocab_size, min_frequency=min_frequency)
     if not words:
         raise ValueError(
             "the training text has no words (empty corpus, or every word below "
@@ -298,7 +263,10 @@ def arrow_batches(texts: Iterable, batch_size: int = 10_000) -> Iterator[pa.Arra
             yield pa.array(batch, pa.large_string())
             batch = []
         if isinstance(item, pa.ChunkedArray):
-            yield from (pc.fill_null(c, "") for c in item.chunks)
+            if item.num_chunks and item.nbytes < 1 << 30:  # one array: datasets' tables hold ~1,000-line chunks
+                yield pc.fill_null(item.combine_chunks(), "")
+            else:
+                yield from (pc.fill_null(c, "") for c in item.chunks)
         elif isinstance(item, pa.Array):
             yield pc.fill_null(item, "")
         else:
@@ -372,6 +340,19 @@ def count_words(texts: Iterable, tokenizer: Tokenizer) -> tuple[pa.Array, np.nda
         if len(tables) >= 32:  # keep memory at the distinct words, not the number of batches
             tables = [_sum_counts(tables)]
     chunks = _sum_counts(tables) if tables else pa.table({"word": pa.array([], pa.large_string()), "n": pa.array([], pa.int64())})
+    return words_from_chunk_counts(chunks, odd_lines, tokenizer)
+
+
+def words_from_chunk_counts(chunks: pa.Table, odd_lines: list[str], tokenizer: Tokenizer) -> tuple[pa.Array, np.ndarray]:
+    """Word counts from whitespace-chunk counts: the chunks the pipeline may change go through it, once each.
+
+    Args:
+        chunks (`pyarrow.Table`): columns ``word`` (distinct whitespace-separated chunks, ``""`` allowed) and ``n``.
+        odd_lines (`list[str]`): lines holding `ARROW_ONLY_WHITESPACE`, counted through the pipeline whole.
+        tokenizer (`tokenizers.Tokenizer`): normalizer and pre-tokenizer to apply.
+    Returns:
+        ``(words, counts)`` as `count_words`.
+    """
     # utf8_split_whitespace leaves empty strings at leading/trailing/repeated whitespace: not words
     chunks = chunks.filter(pc.greater(pc.binary_length(chunks["word"]), 0))
     if is_whitespace_only(tokenizer):
@@ -454,6 +435,8 @@ def load_tokenizer(name_or_path: Union[str, Path]) -> PreTrainedTokenizerBase:
             "--output_dir <folder> or pass another --tokenizer_name."
         )
     try:
+        from transformers import AutoTokenizer
+
         tok = AutoTokenizer.from_pretrained(str(name_or_path))
     except (OSError, ValueError) as e:
         raise FileNotFoundError(

@@ -30,7 +30,7 @@ def outputs(tmp_path_factory):
 
 def test_every_benchmark_writes_json_and_a_table(outputs):
     results, out_dir = outputs
-    assert set(results) == {"train", "gpt2", "generate", "eval", "adaptive", "preprocess"}
+    assert set(results) == {"train", "gpt2", "generate", "eval", "adaptive", "preprocess", "startup"}
     for name, result in results.items():
         assert result["table"].count("\n") >= 3, name  # header, rule, at least two rows
         saved = json.loads((out_dir / f"bench_{name}_quick.json").read_text())
@@ -61,6 +61,7 @@ def test_pairs_report_finite_ratios(outputs):
     assert positive(adaptive["throughput"]["ratio"])
     assert all(positive(p) for p in adaptive["perplexity"].values())
     assert positive(results["preprocess"]["speedup"])
+    assert positive(results["startup"]["slowest_s"]) and positive(results["startup"]["baseline_s"])
 
 
 def test_evaluation_agrees_with_the_classic_loop_on_the_same_weights(outputs):

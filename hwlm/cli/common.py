@@ -1,6 +1,7 @@
 """The command-line helper every ``hwlm-*`` command uses: one parser and one way to report errors.
 
-Parsing (`parse_command`): transformers' `HfArgumentParser` over the command's settings dataclasses, so flags
+Parsing (`parse_command`): an argparse parser built from the command's settings dataclasses (the flag rules of
+transformers' `HfArgumentParser`, without importing transformers: ``--help`` answers before torch loads), so flags
 carry the field names (``--per_device_eval_batch_size``; ``--per-device-eval-batch-size`` works too) and
 ``--help`` shows one section per dataclass, titled by its docstring, with each field's ``help``. Every command
 accepts ``--config PRESET.yaml|.json`` (a mapping of field names; flags given on the command line override it;
@@ -29,10 +30,11 @@ import json
 import os
 import sys
 from pathlib import Path
+import types
+import typing
 from typing import Any, Callable, Iterable, Optional, Sequence, TypeVar
 
 import yaml
-from transformers import HfArgumentParser
 
 from hwlm.modeling import check_tokenizer_fits  # noqa: F401  (re-exported: the commands' checks)
 
@@ -71,40 +73,113 @@ class _HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefa
     """Keeps the layout of the command's docstring (its examples) and shows each flag's default."""
 
 
-class CommandParser(HfArgumentParser):
-    """`HfArgumentParser` that raises `UsageError` instead of printing usage and exiting, and groups ``--help``.
+def _truthy(value: str | bool) -> bool:
+    """A boolean flag's value: yes/no, true/false, t/f, y/n, 1/0 (any case), as `HfArgumentParser` reads them."""
+    if isinstance(value, bool):
+        return value
+    if value.lower() in ("yes", "true", "t", "y", "1"):
+        return True
+    if value.lower() in ("no", "false", "f", "n", "0"):
+        return False
+    raise argparse.ArgumentTypeError(f"Truthy value expected: got {value} but expected one of yes/no, true/false, "
+                                     "t/f, y/n, 1/0 (case insensitive).")
+
+
+def _choice_of(choices: Sequence[Any]) -> Callable[[str], Any]:
+    """Map a flag's text to the Literal choice it spells (``"1"`` → ``1``); argparse then checks ``choices``."""
+    by_text = {str(choice): choice for choice in choices}
+    return lambda text: by_text.get(text, text)
+
+
+def _field_default(f: dataclasses.Field) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return dataclasses.MISSING
+
+
+def _add_field(group, f: dataclasses.Field, hint: Any, preset: dict[str, Any]) -> None:
+    """Add ``--name`` (and ``--na-me``) for one dataclass field, with the rules of transformers' HfArgumentParser.
+
+    ``Optional[X]`` is parsed as ``X``; ``bool`` takes ``--flag``, ``--flag false`` and, when it defaults to True,
+    ``--no_flag``; ``Literal[...]`` lists its choices; ``list[X]`` takes one or more values. A field without a
+    default is required unless the preset (``--config``) gives it. ``metadata`` other than ``help`` (``nargs``,
+    ``const``, ``choices``) goes to ``add_argument`` as is.
+    """
+    names = [f"--{f.name}"] + ([f"--{f.name.replace('_', '-')}"] if "_" in f.name else [])
+    kwargs = dict(f.metadata)
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        if len(args) != 1:
+            raise TypeError(f"field {f.name!r}: only Optional[X] unions can be parsed, got {hint}")
+        hint = args[0]
+    origin = typing.get_origin(hint)
+    default = _field_default(f)
+    if origin is typing.Literal:
+        kwargs.setdefault("choices", list(typing.get_args(hint)))
+        kwargs["type"] = _choice_of(kwargs["choices"])
+    elif hint is bool:
+        kwargs["type"] = _truthy
+        if default is not None:
+            default = False if default is dataclasses.MISSING else default
+            kwargs.setdefault("nargs", "?")
+            kwargs.setdefault("const", True)
+    elif origin is list:
+        kwargs["type"] = typing.get_args(hint)[0]
+        kwargs["nargs"] = "+"
+    else:
+        kwargs["type"] = hint
+    if f.name in preset:
+        kwargs["default"] = preset[f.name]
+    elif default is dataclasses.MISSING:
+        kwargs["required"] = True
+    else:
+        kwargs["default"] = default
+    group.add_argument(*names, dest=f.name, **kwargs)
+    if hint is bool and f.default is True:
+        group.add_argument(f"--no_{f.name}", f"--no-{f.name.replace('_', '-')}", action="store_false", dest=f.name,
+                           help=f"Sets --{f.name} to false.")
+
+
+class CommandParser(argparse.ArgumentParser):
+    """An `argparse.ArgumentParser` built from settings dataclasses: one ``--help`` section per dataclass, a flag per
+    field (the field's name; dashes work too), and `UsageError` instead of printing usage and exiting.
+
+    The flags follow transformers' `HfArgumentParser` (see `_add_field`), built here with plain argparse so that a
+    command's ``--help`` and its settings errors need neither transformers nor torch.
 
     Args:
         dataclass_types (`Sequence[type]`): the settings dataclasses, in the order `parse_command` returns them.
         positionals (`Sequence[str]`, *optional*): field names taken as positional arguments (``hwlm-push FOLDER
             REPO_ID``) instead of ``--name`` flags.
+        preset (`dict`, *optional*): field values from ``--config``: they replace the defaults, and a field they
+            give is no longer required on the command line.
         **kwargs: passed to `argparse.ArgumentParser` (``prog``, ``description``).
     """
 
-    def __init__(self, dataclass_types: Sequence[type], positionals: Sequence[str] = (), **kwargs):
-        self._positional_fields = set(positionals)  # read by _add_dataclass_arguments, which the base __init__ calls
+    def __init__(self, dataclass_types: Sequence[type], positionals: Sequence[str] = (),
+                 preset: Optional[dict[str, Any]] = None, **kwargs):
         kwargs.setdefault("formatter_class", _HelpFormatter)
-        super().__init__(list(dataclass_types), **kwargs)
+        super().__init__(**kwargs)
+        preset = preset or {}
+        for dtype in dataclass_types:
+            doc = (dtype.__doc__ or "").strip().split("\n\n")[0]
+            group = self.add_argument_group(dtype.__name__, " ".join(doc.split()) or None)
+            hints = typing.get_type_hints(dtype)
+            for f in dataclasses.fields(dtype):
+                if not f.init:
+                    continue
+                if f.name in positionals:
+                    group.add_argument(f.name, metavar=f.name.upper(), help=f.metadata.get("help"))
+                    if f.name in preset:
+                        self.set_defaults(**{f.name: preset[f.name]})
+                else:
+                    _add_field(group, f, hints[f.name], preset)
 
     def error(self, message: str):
         # argparse would print the (long) usage and exit 2 itself; raising lets run_main print one line
         raise UsageError(f"{message} (see {self.prog} --help)")
-
-    def _add_dataclass_arguments(self, dtype: type) -> None:
-        """One ``--help`` section per dataclass, titled by its name and the first paragraph of its docstring."""
-        import typing
-
-        doc = (dtype.__doc__ or "").strip().split("\n\n")[0]
-        group = self.add_argument_group(dtype.__name__, " ".join(doc.split()) or None)
-        hints = typing.get_type_hints(dtype)
-        for f in dataclasses.fields(dtype):
-            if not f.init:
-                continue
-            f.type = hints[f.name]
-            if f.name in self._positional_fields:
-                group.add_argument(f.name, metavar=f.name.upper(), help=f.metadata.get("help"))
-            else:
-                self._parse_dataclass_field(group, f)
 
 
 def read_preset(path: str | os.PathLike) -> dict[str, Any]:
@@ -145,19 +220,15 @@ def _preset_path(argv: list[str]) -> tuple[Optional[str], list[str]]:
     return known.config, rest
 
 
-def _apply_preset(parser: CommandParser, classes: Sequence[type], path: str) -> Any:
-    """Make the preset's values the parser's defaults; return its ``config_overrides`` (merged after parsing)."""
+def _read_preset_fields(classes: Sequence[type], path: str, prog: str) -> tuple[dict[str, Any], Any]:
+    """The preset's field values (the parser's defaults) and its ``config_overrides`` (merged after parsing)."""
     preset = read_preset(path)
     allowed = {f.name for cls in classes for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(set(preset) - allowed)
     if unknown:
-        raise ValueError(f"--config {path!r} has unknown field(s) {unknown}; see {parser.prog} --help for the fields")
+        raise ValueError(f"--config {path!r} has unknown field(s) {unknown}; see {prog} --help for the fields")
     overrides = preset.pop("config_overrides", None)
-    parser.set_defaults(**preset)
-    for action in parser._actions:  # a field the preset sets is no longer required on the command line
-        if action.dest in preset and action.option_strings:
-            action.required = False
-    return overrides
+    return preset, overrides
 
 
 def parse_command(
@@ -186,10 +257,10 @@ def parse_command(
 
     argv = list(sys.argv[1:] if argv is None else argv)
     preset_path, rest = _preset_path(argv)
-    parser = CommandParser(classes, positionals=positionals, prog=prog, description=description)
+    preset, preset_overrides = _read_preset_fields(classes, preset_path, prog) if preset_path else ({}, None)
+    parser = CommandParser(classes, positionals=positionals, preset=preset, prog=prog, description=description)
     parser.add_argument("--config", default=None, help="A YAML or JSON preset of these fields; flags override it.")
     parser.add_argument("--debug", action="store_true", help="Show the full traceback of an error (or HWLM_DEBUG=1).")
-    preset_overrides = _apply_preset(parser, classes, preset_path) if preset_path else None
     namespace = parser.parse_args(rest)  # CommandParser.error raises UsageError for unknown flags
     parsed = []
     for cls in classes:

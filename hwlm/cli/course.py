@@ -75,19 +75,19 @@ def plot(report, path: Path) -> None:
 
 def parse(argv: list[str] | None = None) -> tuple:
     """``(CourseArguments, DataArguments)`` from the command line."""
-    from hwlm.data import DataArguments
+    from hwlm.settings import DataArguments
 
     return parse_command((CourseArguments, DataArguments), argv, prog=PROG, description=__doc__)
 
 
 def run(argv: list[str] | None = None) -> dict:
     """Parse the flags (plus hwlm-prepare's data flags), train both models, write course.json/png; return the JSON."""
-    import torch
+    args, data_args = parse(argv)
+    import torch  # after parsing: --help and a settings error answer without torch
 
     from hwlm import data as hdata
     from hwlm.course import compare_with_hwlm
 
-    args, data_args = parse(argv)
     torch.set_num_threads(args.num_threads)
     out = Path(args.output_dir)
     corpus = hdata.load_corpus(data_args)

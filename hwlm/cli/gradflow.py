@@ -282,7 +282,7 @@ def compare_defaults(args: GradflowArguments, data_args) -> dict:
 
 def parse(argv: list[str] | None = None) -> tuple:
     """``(GradflowArguments, DataArguments)`` from the command line; checks --model / --compare_defaults."""
-    from hwlm.data import DataArguments
+    from hwlm.settings import DataArguments
 
     argv = _merge_repeated(list(sys.argv[1:] if argv is None else argv), "--model")
     args, data_args = parse_command((GradflowArguments, DataArguments), argv, prog=PROG, description=__doc__)
@@ -293,9 +293,9 @@ def parse(argv: list[str] | None = None) -> tuple:
 
 def run(argv: list[str] | None = None) -> dict:
     """Parse ``hwlm-gradflow`` flags (plus the data flags of hwlm-prepare) and run; returns what the JSON holds."""
-    import torch
-
     args, data_args = parse(argv)
+    import torch  # after parsing: --help and a settings error answer without torch
+
     torch.set_num_threads(args.num_threads)
     torch.manual_seed(args.seed)
     return compare_defaults(args, data_args) if args.compare_defaults else measure_models(args, data_args)

@@ -16,8 +16,7 @@ from pathlib import Path
 from typing import Optional
 
 from hwlm.cli.common import parse_command, run_main
-from hwlm.data import DataArguments, describe_source, load_corpus, load_or_train_tokenizer, prepare_datasets
-from hwlm.tokenization import TokenizerArguments
+from hwlm.settings import DataArguments, TokenizerArguments
 from hwlm.training.outputs import check_output_dir, staged_output
 
 PROG = "hwlm-prepare"
@@ -54,11 +53,18 @@ def parse(argv: Optional[list[str]] = None) -> tuple:
 def run(argv: Optional[list[str]] = None) -> None:
     """Parse the flags, then load, tokenise and save the corpus (see the module docstring)."""
     data_args, tok_args, prep_args = parse(argv)
+    # after parsing: --help and a settings error answer without importing datasets, transformers or torch
+    from hwlm.data import describe_source, load_corpus, prepare_datasets, tokenizer_and_train_ids
+
     out = Path(prep_args.output_dir)
     # before any work: write only into a new or empty folder or an earlier hwlm-prepare output
     check_output_dir(out, command="hwlm-prepare", marker=MARKER, would_write=WRITES, rewrite_own=True)
     corpus = load_corpus(data_args)
-    tokenizer = load_or_train_tokenizer(data_args, corpus, tok_args, show_progress=True)
+    # a tokenizer trained here comes with the train split encoded from the same pass over the text; with
+    # --preprocessing_num_workers > 1 the split is encoded by that many processes instead (cached by datasets)
+    one_process = (data_args.preprocessing_num_workers or 1) == 1
+    tokenizer, train_ids = tokenizer_and_train_ids(data_args, corpus, tok_args, encode_train=one_process,
+                                                   show_progress=True)
     # written into a sibling folder that replaces the old one only when complete: an interrupt, a full disk or a
     # kill leaves the previous folder as it was (never old hwlm_data.json over new tokens)
     with staged_output(out, "hwlm-prepare", own=WRITES) as stage:
@@ -71,6 +77,7 @@ def run(argv: Optional[list[str]] = None) -> None:
             overwrite_cache=data_args.overwrite_cache,
             output_dir=stage,
             source=describe_source(data_args),
+            encoded=None if train_ids is None else {"train": train_ids},
         )
     print(format_stats(prepared.stats))
     print(f"vocabulary: {prepared.vocab_size:,} entries (tokenizer fingerprint {prepared.tokenizer_fingerprint}), "

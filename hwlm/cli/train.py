@@ -10,10 +10,12 @@ Examples::
 
 from __future__ import annotations
 
+import os
 import shlex
 import sys
 
 from hwlm.cli.common import parse_command, run_main
+from hwlm.training import arguments
 from hwlm.training.arguments import run_argument_classes
 
 PROG = "hwlm-train"
@@ -32,10 +34,16 @@ def run(argv: list[str] | None = None) -> dict:
 
     `train` runs the cross-field and file checks (`hwlm.training.arguments.check_settings`) before any data,
     model or process group."""
-    from hwlm.training.loop import train
-
     argv = list(sys.argv[1:] if argv is None else argv)
     model_args, data_args, train_args = parse(argv)
+    # One process: the cross-field checks before the training stack is imported (accelerate, datasets: seconds);
+    # those that read the model's config load transformers' configs, the others need nothing. `train` runs them
+    # again, cheaply. Under a multi-process launcher they stay in `train` only, where every rank reaches them at
+    # the same point and reports its own error before the launcher ends the others.
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        arguments.check_settings(model_args, data_args, train_args)
+    from hwlm.training.loop import train
+
     command = "hwlm-train " + " ".join(shlex.quote(a) for a in argv)
     return train(model_args, data_args, train_args, command=command)
 
@@ -44,7 +52,7 @@ def main(argv: list[str] | None = None) -> None:
     """Console entry point: exit 0 when done, 128+signal (130 SIGINT, 143 SIGTERM) when a signal stopped the run
     after saving, 2 with a one-line ``hwlm-train: error: ...`` for bad settings or inputs, 1 (also one line) for a
     diverged run; ``--debug`` or ``HWLM_DEBUG=1`` shows the traceback (see `hwlm.cli.common`)."""
-    from hwlm.training.loop import TrainingDiverged
+    from hwlm.training.run import TrainingDiverged  # (standard library only)
 
     results = run_main(PROG, run, argv, failures=(TrainingDiverged,))
     if results.get("exit_code"):

@@ -16,15 +16,7 @@ from pathlib import Path
 from typing import Optional
 
 from hwlm.cli.common import parse_command, run_main
-from hwlm.data import (
-    EMBEDDED_SPLIT_PERCENT,
-    DataArguments,
-    default_tokenizer_settings,
-    describe_source,
-    load_corpus,
-    train_on_split,
-)
-from hwlm.tokenization import SPECIAL_TOKENS, TokenizerArguments, tokenizer_fingerprint
+from hwlm.settings import DataArguments, TokenizerArguments
 from hwlm.training.outputs import OutputLock, check_output_dir
 
 
@@ -51,6 +43,9 @@ def render_readme(source: dict, settings: dict, vocab_size: int, fingerprint: st
         `str`, Markdown; deterministic for the same inputs (no dates, no absolute paths of the machine
         for the embedded corpus).
     """
+    from hwlm.data import EMBEDDED_SPLIT_PERCENT
+    from hwlm.tokenization import SPECIAL_TOKENS
+
     lines = ["# hwlm word-level tokenizer", ""]
     lines += ["Load it with `transformers.AutoTokenizer.from_pretrained(<this folder>)`.", ""]
     lines += ["## Corpus", ""]
@@ -100,6 +95,10 @@ def parse(argv: Optional[list[str]] = None) -> tuple:
 def run(argv: Optional[list[str]] = None) -> None:
     """Parse the flags, train the tokenizer and save it with its README (see the module docstring)."""
     data_args, tok_args, out_args = parse(argv)
+    # after parsing: --help and a settings error answer without importing datasets, transformers or torch
+    from hwlm.data import default_tokenizer_settings, describe_source, load_corpus, train_on_split
+    from hwlm.tokenization import tokenizer_fingerprint
+
     out = Path(out_args.output_dir)
     # before any work: never replace a file the user owns (a README.md, another tokenizer's config)
     check_output_dir(out, command="hwlm-tokenizer", marker=MARKER, would_write=WRITES, rewrite_own=True)

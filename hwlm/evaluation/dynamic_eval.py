@@ -14,56 +14,15 @@ neither the model passed in nor the folder it came from ever changes. The pass t
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from typing import Optional
 
 import torch
 
 from hwlm.modeling import supports_state_carrying
+from hwlm.settings import DynamicEvalSettings  # re-exported: defined where --help reads it
 from hwlm.evaluation.segments import forward_segment, private_copy, process_info, reduce_sums, segments
 
 __all__ = ["DynamicEvalSettings", "DynamicEvaluator", "gradient_statistics", "gradient_square_sums",
            "rms_from_square_sums"]
-
-
-@dataclass
-class DynamicEvalSettings:
-    """Dynamic evaluation hyperparameters; the defaults are those of Krause et al.'s code for AWD-LSTM on PTB."""
-
-    dynamic_eval_learning_rate: float = field(
-        default=5e-5, metadata={"help": "η, the step size of the RMS-normalised update (0 = plain evaluation)."}
-    )
-    dynamic_eval_decay_rate: float = field(
-        default=2e-3,
-        metadata={"help": "λ, the decay towards the trained weights, scaled per weight by RMS/mean(RMS)."},
-    )
-    dynamic_eval_epsilon: float = field(default=2e-5, metadata={"help": "ε in g / (RMS + ε)."})
-    dynamic_eval_segment_length: int = field(
-        default=5,
-        metadata={"help": "Tokens scored between two updates: the stream window (recurrent models) or the "
-                  "sliding-window stride (Transformer)."},
-    )
-    dynamic_eval_stats_batch_size: int = field(
-        default=100, metadata={"help": "Streams (or windows) per batch for the training-split gradient RMS."}
-    )
-    dynamic_eval_stats_max_batches: Optional[int] = field(
-        default=None, metadata={"help": "Cap on the batches of the gradient RMS (default: the whole training split)."}
-    )
-
-    def __post_init__(self):
-        checks = [
-            ("dynamic_eval_learning_rate", self.dynamic_eval_learning_rate >= 0, ">= 0"),
-            ("dynamic_eval_decay_rate", 0 <= self.dynamic_eval_decay_rate <= 1, "in [0, 1]"),
-            ("dynamic_eval_epsilon", self.dynamic_eval_epsilon > 0, "> 0"),
-            ("dynamic_eval_segment_length", self.dynamic_eval_segment_length >= 1, ">= 1"),
-            ("dynamic_eval_stats_batch_size", self.dynamic_eval_stats_batch_size >= 1, ">= 1"),
-            ("dynamic_eval_stats_max_batches",
-             self.dynamic_eval_stats_max_batches is None or self.dynamic_eval_stats_max_batches >= 1, ">= 1 or unset"),
-        ]
-        for name, ok, allowed in checks:
-            if not ok:
-                raise ValueError(f"--{name} must be {allowed}, got {getattr(self, name)}")
-
 
 
 def gradient_square_sums(

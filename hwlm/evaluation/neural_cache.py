@@ -12,31 +12,11 @@ The pass that scores a split with it is `hwlm.evaluation.test_time`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import torch
 
+from hwlm.settings import NeuralCacheSettings  # noqa: F401  (re-exported: defined where --help reads it)
+
 __all__ = ["NeuralCacheSettings", "NeuralCache", "pointer_weights", "cache_distribution"]
-
-
-@dataclass
-class NeuralCacheSettings:
-    """Neural cache hyperparameters; the defaults are AWD-LSTM's PTB settings (salesforce/awd-lstm-lm pointer.py)."""
-
-    cache_size: int = field(default=500, metadata={"help": "Number of recent (hidden state, next word) pairs kept."})
-    cache_theta: float = field(default=1.0, metadata={"help": "θ, the inverse temperature of the cache scores."})
-    cache_lambda: float = field(default=0.1, metadata={"help": "λ, the weight of the cache in the mixture (0 = off)."})
-
-    def __post_init__(self):
-        if self.cache_size < 1:
-            raise ValueError(f"--cache_size must be >= 1, got {self.cache_size}")
-        if self.cache_theta < 0:
-            raise ValueError(f"--cache_theta must be >= 0, got {self.cache_theta}")
-        if not 0 <= self.cache_lambda < 1:
-            raise ValueError(
-                f"--cache_lambda must be in [0, 1), got {self.cache_lambda} (1 would give a word never seen in the "
-                "cache probability 0)"
-            )
 
 
 def pointer_weights(

@@ -12,20 +12,16 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Optional
 
-__all__ = ["evaluate_folder", "adaptive_results", "update_card", "parse_grid"]
+from hwlm.settings import parse_grid
+
+__all__ = ["evaluate_folder", "adaptive_results", "update_card"]
 
 
 def say(accelerator, message: str) -> None:
     """Progress on the main process (an adapted pass can take minutes)."""
     if accelerator.is_main_process:
         print(message, flush=True)
-
-
-def parse_grid(text: Optional[str]) -> list[float]:
-    """'1e-5, 3e-5' -> [1e-5, 3e-5]; None or '' -> []."""
-    return [float(v) for v in (text or "").split(",") if v.strip()]
 
 
 def evaluate_folder(eval_args, data_args=None, dynamic_args=None, cache_args=None) -> dict:

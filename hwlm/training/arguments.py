@@ -205,7 +205,7 @@ def _check_counts(obj, *, minimum: int, names: tuple[str, ...]) -> None:
 
 def run_argument_classes() -> tuple[type, ...]:
     """The dataclasses of a training run, in the order ``hwlm-train`` parses them (see `hwlm.cli.train.parse`)."""
-    from hwlm.data import DataArguments
+    from hwlm.settings import DataArguments
 
     return (ModelArguments, DataArguments, TrainingArguments)
 

@@ -216,9 +216,10 @@ def _optimizer_step(run: Run, group: list, carried: Any) -> tuple[float, int, An
             carried = batch.carry(outputs)
             loss = outputs.loss
             del outputs  # the logits (tokens x vocabulary) need not stay alive through backward
-            finite = finite and bool(torch.isfinite(loss.detach()))
             accelerator.backward(loss / len(group))
-        loss_sum += float(loss.detach()) * batch.num_tokens
+        loss_value = float(loss.detach())  # one host sync per micro-batch: the meter's figure and the NaN check
+        finite = finite and math.isfinite(loss_value)
+        loss_sum += loss_value * batch.num_tokens
         tokens += batch.num_tokens
     step_loss = loss_sum / max(tokens, 1) if finite else float("nan")
     _stop_if_diverged(run, step_loss, lambda: (
