@@ -242,6 +242,12 @@ ARROW_ONLY_WHITESPACE = "[\x1c-\x1f]"
 _SPECIAL_PATTERN = re.compile("(" + "|".join(re.escape(t) for t in SPECIAL_TOKENS) + ")")
 
 
+def holds_special_token(chunk: str) -> bool:
+    """True when a whitespace-separated chunk of text holds a special token (``<unk>``, ``<eos>``, ``<pad>``), which
+    the tokenizer cuts out whole before its pre-tokenizer (so the chunk is not one plain word)."""
+    return _SPECIAL_PATTERN.search(chunk) is not None
+
+
 def arrow_batches(texts: Iterable, batch_size: int = 10_000) -> Iterator[pa.Array]:
     """Group a stream of lines (or batches of lines, or Arrow arrays) into Arrow string arrays, nulls as "".
 

@@ -318,7 +318,7 @@ def test_embedded_corpus_split_is_deterministic_and_complete():
     # pinned: the split of a key depends only on its SHA-256
     assert embedded_split_of("assert") == embedded_split_of("assert")
     lines = embedded_corpus_lines()
-    total = sum(len(hdata._split_lines(pydoc_data.topics.topics[k])) for k in keys)
+    total = sum(len(hdata.split_lines(pydoc_data.topics.topics[k])) for k in keys)
     assert sum(len(v) for v in lines.values()) == total
     assert all(len(v) > 100 for v in lines.values())
 
