@@ -35,7 +35,7 @@ from common import (CORPORA, ReferenceRNNModel, ReferenceTransformerModel, add_c
 
 import hwlm  # noqa: F401  registers the model types
 from hwlm.batching import StreamLoader
-from hwlm.modeling import supports_state_carrying
+from hwlm.model_building import supports_state_carrying
 from transformers import AutoConfig, AutoModelForCausalLM
 
 FAMILIES = ("lstm", "rnn", "transformer", "transformer_memory")

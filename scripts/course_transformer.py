@@ -1,4 +1,4 @@
-"""Thin wrapper: ``python scripts/course_transformer.py ...``; see hwlm.cli.course and hwlm.course."""
+"""Thin wrapper: ``python scripts/course_transformer.py ...``; see hwlm.cli.course and hwlm.research.course."""
 
 from hwlm.cli.course import main
 

@@ -1,5 +1,5 @@
 """
-hwlm.analysis against independent references: a naive Python-loop RNN/GRU/LSTM built from the model's own weights
+hwlm.research.gradient_flow against independent references: a naive Python-loop RNN/GRU/LSTM built from the model's own weights
 (one tensor per h_t and c_t, so autograd's gradient is the total derivative), finite differences for the
 Transformer, and the closed form of a scaled-orthogonal tanh RNN in its linear regime.
 """
@@ -13,7 +13,7 @@ from transformers import AutoConfig, AutoModelForCausalLM
 
 import _toy  # noqa: F401  (one intra-op thread)
 import hwlm  # noqa: F401
-from hwlm.analysis import corpus_sequences, decay_per_step, gradient_flow, plot_gradient_flow, position_gradients
+from hwlm.research.gradient_flow import corpus_sequences, decay_per_step, gradient_flow, plot_gradient_flow, position_gradients
 
 VOCAB = 40
 

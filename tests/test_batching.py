@@ -75,7 +75,7 @@ def test_both_regimes_offer_one_batch_interface():
 
     import hwlm  # noqa: F401  (registers the Auto classes)
     from _toy import TINY_LSTM, TINY_TRANSFORMER
-    from hwlm.modeling import parse_config_overrides
+    from hwlm.model_building import parse_config_overrides
 
     tokens = torch.arange(200) % 50
     lstm = AutoModelForCausalLM.from_config(AutoConfig.for_model("hwlm_lstm", vocab_size=50,

@@ -409,7 +409,7 @@ def test_parameter_estimate_matches_the_built_model():
     from transformers import AutoConfig
 
     import hwlm  # noqa: F401
-    from hwlm.modeling import skeleton_model
+    from hwlm.model_building import skeleton_model
     from hwlm.training.sizes import check_model_size, estimate_parameters
 
     for model_type, sizes in (("hwlm_lstm", {"hidden_size": 16, "embedding_size": 8}), ("hwlm_rnn", {"hidden_size": 8}),

@@ -12,7 +12,7 @@ from transformers import AutoConfig, AutoModelForCausalLM
 import hwlm  # noqa: F401
 from _toy import write_toy_corpus
 from hwlm.cli.course import main
-from hwlm.course import CourseTransformerLM, changes_past_logits, compare_with_hwlm
+from hwlm.research.course import CourseTransformerLM, changes_past_logits, compare_with_hwlm
 
 VOCAB = 40
 

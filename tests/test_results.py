@@ -8,7 +8,7 @@ import time
 import pytest
 
 from hwlm.cli.plot_runs import main
-from hwlm.results import read_curves
+from hwlm.research.results import read_curves
 from hwlm.training.run import write_metrics
 
 

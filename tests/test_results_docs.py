@@ -1,7 +1,7 @@
 """The results READMEs under docs/results/ say only what their runs logged.
 
 - Each README carries the evaluation protocol generated from the run's own records
-  (`hwlm.results.update_protocol_sections`), and that block is up to date.
+  (`hwlm.research.results.update_protocol_sections`), and that block is up to date.
 - No template placeholder survives (an ``EVAL_`` left by a half-done edit, ``TODO``, ``{{ ... }}``).
 - Every figure written with two decimals (perplexities, losses, dropouts: ``105.64``, ``0.25``) appears in a file the
   run logged, as written or as the rounding of a logged number, or in the logs of a run the README links to.
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from hwlm.results import PROTOCOL_BEGIN, PROTOCOL_END, protocol_section, update_protocol_sections
+from hwlm.research.results import PROTOCOL_BEGIN, PROTOCOL_END, protocol_section, update_protocol_sections
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "docs" / "results"
@@ -52,10 +52,10 @@ def test_there_are_results_readmes():
 def test_readme_states_its_generated_protocol(readme):
     text = readme.read_text(encoding="utf-8")
     assert PROTOCOL_BEGIN in text and PROTOCOL_END in text, (
-        f"{readme} has no evaluation protocol; run python -c \"from hwlm.results import update_protocol_sections; "
+        f"{readme} has no evaluation protocol; run python -c \"from hwlm.research.results import update_protocol_sections; "
         "update_protocol_sections('docs/results')\"")
     assert protocol_section(readme.parent) in text, (
-        f"{readme}'s protocol block is stale; regenerate it with hwlm.results.update_protocol_sections")
+        f"{readme}'s protocol block is stale; regenerate it with hwlm.research.results.update_protocol_sections")
 
 
 def test_protocol_blocks_are_up_to_date():

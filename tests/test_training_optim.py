@@ -79,7 +79,7 @@ def test_every_preset_parses_and_builds_its_model(name):
 
     from hwlm.tokenization import train_word_tokenizer
     from hwlm.cli.train import parse as parse_args
-    from hwlm.modeling import build_model
+    from hwlm.model_building import build_model
 
     preset = Path(__file__).resolve().parents[1] / "presets" / f"{name}.yaml"
     model_args, data_args, args = parse_args(["--config", str(preset)])

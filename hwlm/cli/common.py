@@ -36,7 +36,7 @@ from typing import Any, Callable, Iterable, Optional, Sequence, TypeVar
 
 import yaml
 
-from hwlm.modeling import check_tokenizer_fits  # noqa: F401  (re-exported: the commands' checks)
+from hwlm.model_building import check_tokenizer_fits  # noqa: F401  (re-exported: the commands' checks)
 
 __all__ = [
     "USER_ERRORS",

@@ -9,7 +9,7 @@ Examples::
     python scripts/course_transformer.py --max_train_steps 100 --output_dir outputs/course-toy
 
 Writes ``course.json`` (curves, perplexities, continuations, the future-leak check) and ``course.png`` into
-``--output_dir``. See `hwlm.course` for what each figure means.
+``--output_dir``. See `hwlm.research.course` for what each figure means.
 """
 
 from __future__ import annotations
@@ -86,7 +86,7 @@ def run(argv: list[str] | None = None) -> dict:
     import torch  # after parsing: --help and a settings error answer without torch
 
     from hwlm import data as hdata
-    from hwlm.course import compare_with_hwlm
+    from hwlm.research.course import compare_with_hwlm
 
     torch.set_num_threads(args.num_threads)
     out = Path(args.output_dir)

@@ -1,4 +1,4 @@
-"""``hwlm-gradflow``: how far back the gradient of the loss reaches, per position and layer (see hwlm/analysis.py).
+"""``hwlm-gradflow``: how far back the gradient of the loss reaches, per position and layer (see hwlm/research/gradient_flow.py).
 
 Examples::
 
@@ -128,7 +128,7 @@ def model_arguments(spec: str):
 def _build(model_args, tokenizer, seed: int):
     from accelerate.utils import set_seed
 
-    from hwlm.modeling import build_model
+    from hwlm.model_building import build_model
 
     set_seed(seed)  # fresh weights are reproducible
     return build_model(model_args, tokenizer, batching="blocks").eval()
@@ -159,7 +159,7 @@ def _tokenizer_and_stream(args: GradflowArguments, data_args, specs: list, prepa
 
 
 def _sequences(args: GradflowArguments, prepared, vocab_size: int):
-    from hwlm.analysis import corpus_sequences, random_sequences
+    from hwlm.research.gradient_flow import corpus_sequences, random_sequences
 
     if args.random_tokens:
         ids, targets = random_sequences(vocab_size, args.sequence_length, num_sequences=args.num_sequences, seed=args.seed)
@@ -174,7 +174,7 @@ def _sequences(args: GradflowArguments, prepared, vocab_size: int):
 
 
 def _write(out: Path, stem: str, payload: dict, groups: list, title: str) -> dict:
-    from hwlm.analysis import plot_gradient_flow
+    from hwlm.research.gradient_flow import plot_gradient_flow
 
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{stem}.json").write_text(json.dumps(payload, indent=1) + "\n")
@@ -200,7 +200,7 @@ def _summary(flows) -> str:
 
 def measure_models(args: GradflowArguments, data_args) -> dict:
     """``--model ...``: measure every model on the same sequences; write gradflow.json/png."""
-    from hwlm.analysis import gradient_flow
+    from hwlm.research.gradient_flow import gradient_flow
 
     specs = [model_arguments(spec) for spec in args.model]
     tokenizer, prepared = _tokenizer_and_stream(args, data_args, specs)
@@ -221,7 +221,7 @@ def compare_defaults(args: GradflowArguments, data_args) -> dict:
     """``--compare_defaults``: the five default architectures at init and after ``max_train_steps`` of AdamW."""
     from transformers import AutoModelForCausalLM
 
-    from hwlm.analysis import gradient_flow
+    from hwlm.research.gradient_flow import gradient_flow
     from hwlm.evaluation import supports_state_carrying
     from hwlm.training.arguments import ModelArguments, TrainingArguments
     from hwlm.training.loop import train

@@ -5,7 +5,7 @@ Example (the figure of docs/transformer-vs-lstm.md)::
     python scripts/plot_runs.py docs/transformer-vs-lstm.png \
         "LSTM=docs/results/ptb-lstm-2h" "Transformer + memory=docs/results/ptb-transformer-2h"
 
-RUN is a run folder holding metrics.jsonl (see hwlm.results). ``--x step`` plots against the optimiser step.
+RUN is a run folder holding metrics.jsonl (see hwlm.research.results). ``--x step`` plots against the optimiser step.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, dict[str, str]]:
     Raises:
         ValueError: a run not given as LABEL=RUN_FOLDER.
     """
-    from hwlm.results import AXES
+    from hwlm.research.results import AXES
 
     parser = argparse.ArgumentParser(prog="plot_runs.py", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -43,7 +43,7 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, dict[str, str]]:
 
 def run(argv: list[str]) -> dict:
     """Parse the command line, draw the figure, print each run's best validation perplexity; return the curves."""
-    from hwlm.results import plot_runs
+    from hwlm.research.results import plot_runs
 
     args, runs = parse(argv)
     drawn = plot_runs(runs, args.output, x=args.x, title=args.title)

@@ -17,7 +17,7 @@ import math
 
 import torch
 
-from hwlm.modeling import supports_state_carrying
+from hwlm.model_building import supports_state_carrying
 from hwlm.settings import DynamicEvalSettings  # re-exported: defined where --help reads it
 from hwlm.evaluation.segments import forward_segment, private_copy, process_info, reduce_sums, segments
 

@@ -8,7 +8,7 @@ batches of unequal size.
 
 Which method is used depends on what the model can do, not on its type:
 
-* Models that carry state (``hwlm.modeling.supports_state_carrying``: the recurrent models) read the split as a stream with
+* Models that carry state (``hwlm.model_building.supports_state_carrying``: the recurrent models) read the split as a stream with
   the state carried across windows, so every token is conditioned on the whole history before it.
   For speed the split is cut into ``batch_size`` contiguous streams read in parallel (per process),
   which restarts the state ``batch_size * num_processes - 1`` extra times; with ``batch_size=1`` on
@@ -44,7 +44,7 @@ from typing import Any
 import torch
 
 from hwlm.batching import StreamLoader, sliding_window_batches, sliding_windows
-from hwlm.modeling import supports_state_carrying
+from hwlm.model_building import supports_state_carrying
 
 __all__ = [
     "supports_state_carrying",

@@ -39,7 +39,7 @@ def evaluate_folder(eval_args, data_args=None, dynamic_args=None, cache_args=Non
     import hwlm  # noqa: F401  (registers the Auto classes)
     from hwlm import data as hdata
     from hwlm.evaluation.perplexity import evaluate_perplexity
-    from hwlm.modeling import check_tokenizer_fits, supports_state_carrying
+    from hwlm.model_building import check_tokenizer_fits, supports_state_carrying
     from hwlm.safe_load import load_causal_lm
     from hwlm.tokenization import load_tokenizer
 

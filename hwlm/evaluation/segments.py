@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 
 from hwlm.batching import StreamLoader, sliding_window_batches
-from hwlm.modeling import supports_state_carrying
+from hwlm.model_building import supports_state_carrying
 
 __all__ = ["segments", "head_inputs", "forward_segment", "private_copy", "process_info", "reduce_sums"]
 

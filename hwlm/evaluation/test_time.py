@@ -17,7 +17,7 @@ import torch
 from hwlm.evaluation.dynamic_eval import DynamicEvalSettings, DynamicEvaluator
 from hwlm.evaluation.neural_cache import NeuralCache, NeuralCacheSettings
 from hwlm.evaluation.segments import forward_segment, process_info, reduce_sums, segments
-from hwlm.modeling import supports_state_carrying
+from hwlm.model_building import supports_state_carrying
 
 __all__ = ["adaptive_loss_sums", "adaptive_pass", "evaluate_adaptive", "tune_on_validation"]
 

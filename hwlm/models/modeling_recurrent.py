@@ -240,7 +240,7 @@ class HwlmRecurrentPreTrainedModel(HwlmStrictLoadingMixin, PreTrainedModel):
     base_model_prefix = "model"
     main_input_name = "input_ids"
     supports_gradient_checkpointing = True
-    #: hwlm's capability (read through `hwlm.modeling.supports_state_carrying`): the `cache` a forward returns
+    #: hwlm's capability (read through `hwlm.model_building.supports_state_carrying`): the `cache` a forward returns
     #: continues a stream, so training and evaluation carry it from one window to the next (truncated BPTT).
     #: What transformers must refuse (assisted decoding, which rewinds the cache) follows from the cache itself:
     #: its `RecurrentLayer`s are not croppable.

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Optional
 
-from hwlm.modeling import check_config_overrides, parse_config_overrides  # re-exported: they parse model settings
+from hwlm.model_building import check_config_overrides, parse_config_overrides  # re-exported: they parse model settings
 
 __all__ = [
     "ModelArguments",
@@ -248,7 +248,7 @@ def _check_data_sources(data_args, args) -> None:
 
 def _check_model_fits_run(model_args, data_args, args) -> None:
     """The model the settings name can be trained the way they ask (state carrying, block length)."""
-    from hwlm.modeling import check_fits, check_model_settings, resolve_config, skeleton_model, \
+    from hwlm.model_building import check_fits, check_model_settings, resolve_config, skeleton_model, \
         supports_state_carrying
 
     from hwlm.training.sizes import check_model_size

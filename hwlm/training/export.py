@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 from hwlm.evaluation import evaluate_perplexity
-from hwlm.modeling import supports_state_carrying
+from hwlm.model_building import supports_state_carrying
 from hwlm.training.run import BEST_DIR, CURVES_FILE, Run, no_library_bars, plot_curves
 
 __all__ = ["export", "final_model", "score_splits"]

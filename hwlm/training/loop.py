@@ -28,7 +28,7 @@ from typing import Any, Iterable, Iterator
 import torch
 
 from hwlm.evaluation import evaluate_perplexity
-from hwlm.modeling import build_model  # noqa: F401  (re-exported: hwlm.training.loop.build_model)
+from hwlm.model_building import build_model  # noqa: F401  (re-exported: hwlm.training.loop.build_model)
 from hwlm.training import arguments
 from hwlm.training.arguments import check_output_dir
 from hwlm.training.checkpoint import quiet_tied_weights, save_checkpoint

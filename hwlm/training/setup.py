@@ -9,7 +9,7 @@ import math
 from pathlib import Path
 
 from hwlm.batching import BlockLoader, StreamLoader
-from hwlm.modeling import build_model, resolve_config
+from hwlm.model_building import build_model, resolve_config
 from hwlm.training.checkpoint import find_latest_checkpoint
 from hwlm.training.optim import create_optimizer, create_scheduler
 from hwlm.training.resume import check_data_fingerprint, data_fingerprint, resume_run

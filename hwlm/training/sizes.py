@@ -24,7 +24,7 @@ def _sizes(config) -> str:
 
 
 def _count(config, layers: int) -> int:
-    from hwlm.modeling import skeleton_model
+    from hwlm.model_building import skeleton_model
 
     small = copy.deepcopy(config)
     if hasattr(small, "num_hidden_layers"):

@@ -96,7 +96,7 @@ def plot_runs(runs: dict[str, str | Path], path: str | Path, *, x: str = "cpu_ho
 # several protocols), so the protocol a README states cannot drift from the one that produced its figures.
 
 PROTOCOL_BEGIN = ("<!-- evaluation protocol: generated from this folder's records by "
-                  "hwlm.results.update_protocol_sections; do not edit by hand -->")
+                  "hwlm.research.results.update_protocol_sections; do not edit by hand -->")
 PROTOCOL_END = "<!-- end of the generated evaluation protocol -->"
 
 
@@ -117,7 +117,7 @@ def run_protocols(run: str | Path) -> list[tuple[str, str]]:
     import re
 
     from hwlm.evaluation import describe_protocol
-    from hwlm.modeling import parse_config_overrides
+    from hwlm.model_building import parse_config_overrides
 
     run = Path(run)
     found: list[tuple[str, str]] = []

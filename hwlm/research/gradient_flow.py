@@ -45,7 +45,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hwlm.modeling import supports_state_carrying
+from hwlm.model_building import supports_state_carrying
 
 __all__ = [
     "GradientFlow",
