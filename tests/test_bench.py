@@ -7,6 +7,7 @@ the bench docstrings say (same token counts, the evaluation parity check).
 
 import json
 import math
+import statistics
 import sys
 from pathlib import Path
 
@@ -51,17 +52,30 @@ def test_training_rows_cover_every_family_and_vocabulary(outputs):
         assert r["hwlm"]["rss_growth_mb"] >= 0
 
 
-def test_pairs_report_finite_ratios(outputs):
+def paired_ratio(pair: dict, first: str, second: str) -> float:
+    """What bench/common.py's paired_rates reports: the median of the per-round ratios of the interleaved sides."""
+    return statistics.median(x / y for x, y in zip(pair[first]["rates"], pair[second]["rates"]))
+
+
+def test_pairs_compare_like_with_like_and_each_ratio_is_its_rounds(outputs):
+    """Every reported ratio is computed from the two interleaved sides it names (not a stray figure), and the GPT-2
+    pair compares models of the same size."""
     results = outputs[0]
+    gpt2 = results["gpt2"]
+    assert gpt2["params"]["hwlm"] == gpt2["params"]["gpt2"]
     for key in ("train", "generate"):
-        assert positive(results["gpt2"][key]["ratio"])
+        assert gpt2[key]["ratio"] == pytest.approx(paired_ratio(gpt2[key], "hwlm", "gpt2"))
     for family in ("lstm", "transformer"):
-        assert positive(results["generate"]["results"][family]["ratio"])
-    adaptive = results["adaptive"]
-    assert positive(adaptive["throughput"]["ratio"])
-    assert all(positive(p) for p in adaptive["perplexity"].values())
-    assert positive(results["preprocess"]["speedup"])
-    assert positive(results["startup"]["slowest_s"]) and positive(results["startup"]["baseline_s"])
+        pair = results["generate"]["results"][family]
+        assert pair["ratio"] == pytest.approx(paired_ratio(pair, "cache", "no cache"))
+    throughput = results["adaptive"]["throughput"]
+    assert throughput["ratio"] == pytest.approx(paired_ratio(throughput, "hwlm adaptive", "reference full"))
+    assert all(positive(p) for p in results["adaptive"]["perplexity"].values())
+    preprocess = results["preprocess"]
+    seconds = preprocess["median_seconds"]
+    assert preprocess["speedup"] == pytest.approx(seconds["classic"] / seconds["hwlm"])  # > 1: hwlm is faster
+    startup = results["startup"]
+    assert startup["slowest_s"] == max(max(t) for name, t in startup["times"].items() if name != "baseline")
 
 
 def test_evaluation_agrees_with_the_classic_loop_on_the_same_weights(outputs):

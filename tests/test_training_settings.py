@@ -90,3 +90,9 @@ def test_train_checks_settings_before_the_accelerator_exists(prepared, tmp_path,
     # the recording class is the one train() builds: a good run constructs it exactly once
     train(*settings(prepared, tmp_path, "--max_train_steps", "1", "--disable_tqdm"))
     assert built == [1]
+
+
+@pytest.mark.parametrize("value, every, each_epoch", [("100", 100, False), ("epoch", None, True), ("no", None, False)])
+def test_checkpointing_steps_reads_as_typed_settings(prepared, tmp_path, value, every, each_epoch):
+    args = settings(prepared, tmp_path, "--checkpointing_steps", value)[2]
+    assert (args.checkpoint_every_steps, args.checkpoint_each_epoch) == (every, each_epoch)

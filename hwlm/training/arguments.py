@@ -192,6 +192,17 @@ class TrainingArguments:
         if steps not in (None, "no", "epoch") and not (str(steps).isdigit() and int(steps) > 0):
             raise ValueError(f"--checkpointing_steps must be a positive integer, 'epoch' or 'no', got {steps!r}")
 
+    @property
+    def checkpoint_every_steps(self) -> int | None:
+        """``--checkpointing_steps`` as a number of optimiser steps; None for ``epoch`` or ``no``."""
+        steps = self.checkpointing_steps
+        return None if steps in (None, "no", "epoch") else int(steps)
+
+    @property
+    def checkpoint_each_epoch(self) -> bool:
+        """True when ``--checkpointing_steps epoch``: a checkpoint at every epoch's end."""
+        return self.checkpointing_steps == "epoch"
+
 
 def _check_counts(obj, *, minimum: int, names: tuple[str, ...]) -> None:
     """Raise ``ValueError`` naming the flag when an integer setting (None allowed) is below ``minimum``."""

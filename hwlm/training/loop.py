@@ -260,8 +260,8 @@ def _checkpoint_and_stop(run: Run, carried: Any, end_of_epoch: bool) -> bool:
     if run.stop.requested:
         run.accelerator.set_trigger()
     want_stop = run.accelerator.check_trigger()  # a signal to one rank stops every rank at this step
-    every = int(args.checkpointing_steps) if str(args.checkpointing_steps).isdigit() else None
-    periodic = (every and state.global_step % every == 0) or (end_of_epoch and args.checkpointing_steps == "epoch")
+    every = args.checkpoint_every_steps
+    periodic = (every is not None and state.global_step % every == 0) or (end_of_epoch and args.checkpoint_each_epoch)
     if periodic or want_stop:
         state.carried = carried
         save(run)
