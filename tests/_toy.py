@@ -98,3 +98,19 @@ def fit_losses(model, input_ids: torch.Tensor, optimizer: torch.optim.Optimizer,
         optimizer.zero_grad()
         losses.append(float(loss))
     return losses
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 nobody listens on now (for a launcher's rendezvous)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def train_main(argv):
+    """hwlm-train's `run` on a list of flags (what the console command runs, without the exit-status wrapper)."""
+    from hwlm.cli.train import run
+
+    return run(argv)

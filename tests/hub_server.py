@@ -66,3 +66,23 @@ def start_hub_server():
     server.files, server.created, server.requests, server.validated = {}, [], [], []
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server
+
+
+def push_folder(folder, repo_id: str = "someone/tiny-lm"):
+    """Run ``scripts/push.py folder repo_id`` against a fresh loopback hub server; returns ``(process, server)``."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    server = start_hub_server()
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "HF_TOKEN")}
+    env.update(HF_ENDPOINT=server.url, HF_TOKEN="hf_dummy_token", HF_HUB_DISABLE_TELEMETRY="1")
+    script = Path(__file__).resolve().parents[1] / "scripts" / "push.py"
+    try:
+        proc = subprocess.run([sys.executable, str(script), str(folder), repo_id], env=env, capture_output=True,
+                              text=True, timeout=120)
+    except BaseException:
+        server.shutdown()
+        raise
+    return proc, server

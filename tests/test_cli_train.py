@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from _toy import TINY_LSTM, TINY_TRANSFORMER, lstm_flags, prepare_toy
+from _toy import TINY_LSTM, TINY_TRANSFORMER, lstm_flags, prepare_toy, train_main
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -16,12 +16,6 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory) -> Path:
     return prepare_toy(tmp_path_factory.mktemp("toy"))
-
-
-def train_main(argv):
-    from hwlm.cli.train import run
-
-    return run(argv)
 
 
 def train_losses(output_dir: Path) -> list[tuple[int, float]]:

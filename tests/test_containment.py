@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from _toy import lstm_flags, prepare_toy
+from _toy import lstm_flags, prepare_toy, train_main
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -23,12 +21,6 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory) -> Path:
     return prepare_toy(tmp_path_factory.mktemp("toy"))
-
-
-def train_main(argv):
-    from hwlm.cli.train import run
-
-    return run(argv)
 
 
 def own_folder(tmp_path: Path, written: list) -> Path:
@@ -210,18 +202,14 @@ def test_marker_written_through_a_fresh_file_not_a_planted_link(tmp_path):
 
 
 def test_push_does_not_upload_run_internal_markers(tmp_path):
-    from hub_server import start_hub_server
+    from hub_server import push_folder
 
     folder = tmp_path / "model"
     folder.mkdir()
     for name in ("config.json", "model.safetensors", "README.md", "hwlm_run.json", "metrics-before-branch1.jsonl"):
         (folder / name).write_text("{}")
-    server = start_hub_server()
+    proc, server = push_folder(folder)
     try:
-        env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "HF_TOKEN")}
-        env.update(HF_ENDPOINT=server.url, HF_TOKEN="hf_dummy_token", HF_HUB_DISABLE_TELEMETRY="1")
-        proc = subprocess.run([sys.executable, str(REPO / "scripts" / "push.py"), str(folder), "someone/tiny-lm"],
-                              env=env, capture_output=True, text=True, timeout=120)
         assert proc.returncode == 0, proc.stderr[-3000:]
         assert set(server.files) == {"config.json", "model.safetensors", "README.md"}
     finally:

@@ -1,15 +1,12 @@
 """Model card rendering and the folder upload against a Hub on loopback (no network)."""
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
 import _toy  # noqa: F401
-from hub_server import start_hub_server
+from hub_server import push_folder
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -45,12 +42,8 @@ def test_push_uploads_the_whole_folder_to_a_loopback_hub(tmp_path):
                           "all_results.json": "{}", "curves.png": "png"}.items():
         (folder / name).write_text(content)
     (folder / "checkpoints" / "step_1" / "optimizer.bin").write_text("big")
-    server = start_hub_server()
+    proc, server = push_folder(folder)
     try:
-        env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "HF_TOKEN")}
-        env.update(HF_ENDPOINT=server.url, HF_TOKEN="hf_dummy_token", HF_HUB_DISABLE_TELEMETRY="1")
-        proc = subprocess.run([sys.executable, str(REPO / "scripts" / "push.py"), str(folder), "someone/tiny-lm"],
-                              env=env, capture_output=True, text=True, timeout=120)
         assert proc.returncode == 0, proc.stderr[-3000:]
         assert "uploaded" in proc.stdout
         assert server.created and server.created[0]["name"] == "tiny-lm"

@@ -11,14 +11,13 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from _toy import TINY_LSTM, prepare_toy
+from _toy import TINY_LSTM, free_port, prepare_toy
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow  # still part of `make test` (pytest -q runs every mark)
@@ -31,12 +30,6 @@ def prepared(tmp_path_factory) -> Path:
     return prepare_toy(tmp_path_factory.mktemp("toy"))
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def flags(prepared: Path, out: Path, *extra: str) -> list[str]:
     return ["--prepared_data_dir", str(prepared), "--output_dir", str(out), "--model_type", "hwlm_lstm",
             "--config_overrides", TINY_LSTM, "--batching", "streams", "--bptt", "8", "--per_device_train_batch_size",
@@ -47,7 +40,7 @@ def flags(prepared: Path, out: Path, *extra: str) -> list[str]:
 def two_machines(machine_flags: list[list[str]], cwd: Path, timeout: int = 300) -> list[subprocess.CompletedProcess]:
     """Launch machine 0 and machine 1 at once (``machine_flags[r]``: hwlm-train's flags on machine r); wait for
     both, killing both process groups if either is still running after ``timeout`` seconds (then the test fails)."""
-    port = _free_port()
+    port = free_port()
     procs = []
     for rank, train_flags in enumerate(machine_flags):
         cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_machines", "2", "--num_processes", "2", "--machine_rank",

@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import json
 import os
-import socket
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from _toy import TINY_LSTM, TINY_TRANSFORMER, lstm_flags, prepare_toy, run_process_group
+from _toy import TINY_LSTM, TINY_TRANSFORMER, free_port, lstm_flags, prepare_toy, run_process_group
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow  # still part of `make test` (pytest -q runs every mark)
@@ -27,12 +25,6 @@ pytestmark = pytest.mark.slow  # still part of `make test` (pytest -q runs every
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory) -> Path:
     return prepare_toy(tmp_path_factory.mktemp("toy"))
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # hwlm-train, then a report of whether the process group is still up (it must have been destroyed) and whether a
@@ -64,7 +56,7 @@ def launch(flags: list[str], cwd: Path, *, use_cpu: bool = True, script: Path | 
         env["ACCELERATE_USE_CPU"] = "1"
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-           "--main_process_port", str(_free_port()), str(script or REPO / "scripts" / "train.py"), *flags]
+           "--main_process_port", str(free_port()), str(script or REPO / "scripts" / "train.py"), *flags]
     return run_process_group(cmd, cwd=cwd, env=env, timeout=timeout)
 
 
