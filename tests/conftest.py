@@ -18,3 +18,8 @@ def stack_versions() -> str:
 
 def pytest_report_header(config):
     return f"hwlm tested against: {stack_versions()}"
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    # Also under -q (which hides the header): a CI log then names the releases a failure happened on.
+    terminalreporter.write_line(f"hwlm tested against: {stack_versions()}")
