@@ -96,3 +96,23 @@ def test_train_checks_settings_before_the_accelerator_exists(prepared, tmp_path,
 def test_checkpointing_steps_reads_as_typed_settings(prepared, tmp_path, value, every, each_epoch):
     args = settings(prepared, tmp_path, "--checkpointing_steps", value)[2]
     assert (args.checkpoint_every_steps, args.checkpoint_each_epoch) == (every, each_epoch)
+
+
+def test_help_groups_every_training_flag_in_exactly_one_section(capsys):
+    import dataclasses
+
+    from hwlm.training.arguments import TrainingArguments
+
+    sections = TrainingArguments.HELP_SECTIONS
+    listed = [name for names in sections.values() for name in names]
+    assert sorted(listed) == sorted(f.name for f in dataclasses.fields(TrainingArguments))  # each once, none left out
+    with pytest.raises(SystemExit):
+        parse_args(["--help"])
+    text = capsys.readouterr().out
+    positions = [text.index(f"TrainingArguments: {title}:") for title in sections]
+    assert positions == sorted(positions)
+    for title, names in sections.items():  # each flag is printed under its own section's title
+        start = text.index(f"TrainingArguments: {title}:")
+        following = [p for p in positions if p > start]
+        block = text[start : following[0] if following else len(text)]
+        assert all(f"--{name}" in block for name in names), title

@@ -166,16 +166,21 @@ class CommandParser(argparse.ArgumentParser):
         for dtype in dataclass_types:
             doc = (dtype.__doc__ or "").strip().split("\n\n")[0]
             group = self.add_argument_group(dtype.__name__, " ".join(doc.split()) or None)
+            # A dataclass may sort its fields into titled sections (`HELP_SECTIONS`: title -> field names).
+            sections = getattr(dtype, "HELP_SECTIONS", {})
+            section_of = {name: title for title, names in sections.items() for name in names}
+            section_groups = {title: self.add_argument_group(f"{dtype.__name__}: {title}") for title in sections}
             hints = typing.get_type_hints(dtype)
             for f in dataclasses.fields(dtype):
                 if not f.init:
                     continue
+                target = section_groups.get(section_of.get(f.name), group)
                 if f.name in positionals:
-                    group.add_argument(f.name, metavar=f.name.upper(), help=f.metadata.get("help"))
+                    target.add_argument(f.name, metavar=f.name.upper(), help=f.metadata.get("help"))
                     if f.name in preset:
                         self.set_defaults(**{f.name: preset[f.name]})
                 else:
-                    _add_field(group, f, hints[f.name], preset)
+                    _add_field(target, f, hints[f.name], preset)
 
     def error(self, message: str):
         # argparse would print the (long) usage and exit 2 itself; raising lets run_main print one line

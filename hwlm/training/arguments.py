@@ -13,7 +13,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, ClassVar, Literal, Optional
 
 from hwlm.model_building import check_config_overrides, parse_config_overrides  # re-exported: they parse model settings
 
@@ -55,6 +55,22 @@ class ModelArguments:
 @dataclass
 class TrainingArguments:
     """How to train: batching regime, optimisation, checkpoints, logging and publishing."""
+
+    #: How ``hwlm-train --help`` groups these flags (as transformers' and litgpt's docs group theirs); every field is
+    #: in exactly one section (tests/test_training_settings.py checks it).
+    HELP_SECTIONS: ClassVar[dict[str, tuple[str, ...]]] = {
+        "output, checkpoints and resume": ("output_dir", "overwrite_output_dir", "checkpointing_steps",
+                                           "save_total_limit", "resume_from_checkpoint", "stop_after_steps"),
+        "batches": ("prepared_data_dir", "batching", "bptt", "variable_bptt", "per_device_train_batch_size",
+                    "gradient_accumulation_steps"),
+        "optimiser": ("optimizer", "learning_rate", "momentum", "weight_decay", "adam_beta1", "adam_beta2",
+                      "adam_epsilon", "max_grad_norm", "mixed_precision", "seed"),
+        "schedule and length": ("lr_scheduler_type", "lr_decay_factor", "min_lr", "lr_decay_start_epoch",
+                                "num_warmup_steps", "num_train_epochs", "max_train_steps"),
+        "evaluation": ("per_device_eval_batch_size", "eval_stride", "eval_steps", "max_eval_tokens"),
+        "logging and processes": ("logging_steps", "with_tracking", "report_to", "disable_tqdm", "ddp_timeout"),
+        "publishing": ("push_to_hub", "hub_model_id", "hub_private_repo", "license"),
+    }
 
     output_dir: str = field(default="outputs/run", metadata={"help": "Where the model folder, checkpoints and logs go."})
     overwrite_output_dir: bool = field(
