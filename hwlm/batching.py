@@ -44,6 +44,8 @@ from typing import Any, Iterator
 
 import torch
 
+from hwlm.errors import UserError
+
 __all__ = ["StreamLoader", "BlockLoader", "StreamWindow", "BlockBatch", "sliding_windows", "sliding_window_batches"]
 
 
@@ -126,11 +128,11 @@ class StreamLoader:
         pad_token_id: int = 0,
     ):
         if tokens.dim() != 1:
-            raise ValueError(f"tokens must be a 1-D stream, got shape {tuple(tokens.shape)}")
+            raise UserError(f"tokens must be a 1-D stream, got shape {tuple(tokens.shape)}")
         if batch_size < 1 or bptt < 1:
-            raise ValueError(f"batch_size and bptt must be >= 1, got batch_size={batch_size}, bptt={bptt}")
+            raise UserError(f"batch_size and bptt must be >= 1, got batch_size={batch_size}, bptt={bptt}")
         if not 0 <= process_index < num_processes:
-            raise ValueError(f"process_index={process_index} is outside 0..{num_processes - 1}")
+            raise UserError(f"process_index={process_index} is outside 0..{num_processes - 1}")
         self.batch_size = batch_size
         self.bptt = bptt
         self.num_processes = num_processes
@@ -144,7 +146,7 @@ class StreamLoader:
         else:
             stream_len = num_targets // num_streams
         if stream_len < 1:
-            raise ValueError(
+            raise UserError(
                 f"the split has {tokens.numel()} tokens, too few for {num_streams} streams "
                 f"(per_device batch size {batch_size} x {num_processes} processes); lower the batch size"
             )
@@ -247,7 +249,7 @@ class BlockLoader:
         seed: int = 0,
     ):
         if input_ids.dim() != 2:
-            raise ValueError(f"input_ids must be (num_blocks, block_size), got shape {tuple(input_ids.shape)}")
+            raise UserError(f"input_ids must be (num_blocks, block_size), got shape {tuple(input_ids.shape)}")
         self.input_ids = input_ids
         self.labels = input_ids if labels is None else labels
         self.batch_size = batch_size
@@ -257,7 +259,7 @@ class BlockLoader:
         self.seed = seed
         self._epoch = 0
         if len(self) == 0:
-            raise ValueError(
+            raise UserError(
                 f"{input_ids.shape[0]} blocks are too few for one batch of {batch_size} blocks "
                 f"on each of {num_processes} processes; lower the batch size or the block size"
             )
@@ -295,7 +297,7 @@ def sliding_windows(num_tokens: int, window: int, stride: int) -> list[tuple[int
     """``(begin, first_scored)`` pairs: the window covers inputs ``begin:begin+window``; targets from
     position ``first_scored`` of the window on are scored (earlier ones are context already scored)."""
     if not 0 < stride <= window:
-        raise ValueError(f"eval stride must be in 1..window ({window}), got {stride}")
+        raise UserError(f"eval stride must be in 1..window ({window}), got {stride}")
     out, scored_until = [], 0  # targets 1..scored_until are done
     begin = 0
     while scored_until < num_tokens - 1:

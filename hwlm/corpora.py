@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
+from hwlm.errors import UserError
+
 #: Environment variable naming a folder of local copies: ``$HWLM_DATA_DIR/<corpus name>/<file>``.
 DATA_DIR_ENV = "HWLM_DATA_DIR"
 #: Environment variable overriding the PTB download location (a mirror; the tests' loopback server).
@@ -271,7 +273,7 @@ def download(corpus: NamedCorpus, *, max_retries: int = 2) -> dict:
             if got != expected:
                 for path in paths:
                     os.remove(path)
-                raise ValueError(
+                raise UserError(
                     f"the downloaded {split} file of {corpus.name!r} ({split_urls[0]}) has SHA-256 {got}, expected "
                     f"{expected}: not the classic file (a proxy page or another version). It was removed from "
                     f"the cache; retry, or use a local copy via {DATA_DIR_ENV}."
@@ -301,7 +303,7 @@ def check_line_counts(corpus: NamedCorpus, counts: dict, where: str) -> None:
     """
     for split, expected in corpus.lines.items():
         if split in counts and counts[split] != expected:
-            raise ValueError(
+            raise UserError(
                 f"{corpus.name!r} {split} has {counts[split]:,} lines in {where}, expected {expected:,}: a truncated or "
                 "different file. Replace it (or delete it from the datasets cache and download again)."
             )

@@ -17,6 +17,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from hwlm.errors import UserError
+
 __all__ = [
     "render_model_card",
     "write_model_card",
@@ -171,7 +173,7 @@ def check_card_folder(folder: str | os.PathLike) -> Path:
     """``folder`` as a `Path` when hwlm-train finished it (its README.md is hwlm's card); else a `ValueError`."""
     folder = Path(folder)
     if not (folder / "hwlm_run.json").is_file() or not (folder / "all_results.json").is_file():
-        raise ValueError(
+        raise UserError(
             f"{str(folder)!r} is not a folder hwlm-train finished (no hwlm_run.json / all_results.json), so its "
             "README.md is not hwlm's card to rewrite; drop --update_model_card or evaluate a trained folder."
         )
@@ -326,7 +328,7 @@ def push_folder(
 
     folder = Path(folder)
     if not timeout > 0 or max_retries < 0:
-        raise ValueError(f"timeout must be > 0 and max_retries >= 0, got timeout={timeout}, max_retries={max_retries}")
+        raise UserError(f"timeout must be > 0 and max_retries >= 0, got timeout={timeout}, max_retries={max_retries}")
     missing = [name for name in ("config.json", "model.safetensors") if not (folder / name).is_file()]
     if missing:
         raise FileNotFoundError(f"{str(folder)!r} is not a model folder: {missing} missing (train first, or point at the output_dir)")

@@ -14,6 +14,8 @@ from typing import Any
 
 import yaml
 
+from hwlm.errors import UserError
+
 __all__ = [
     "supports_state_carrying", "check_tokenizer_fits", "parse_config_overrides", "check_config_overrides", "resolve_config",
     "check_model_settings", "skeleton_model", "check_fits", "build_model",
@@ -39,7 +41,7 @@ def parse_config_overrides(value: str | dict | None) -> dict[str, Any]:
         if not item.strip():
             continue
         if "=" not in item:
-            raise ValueError(f"config_overrides item {item!r} is not key=value (got {value!r})")
+            raise UserError(f"config_overrides item {item!r} is not key=value (got {value!r})")
         key, val = item.split("=", 1)
         out[key.strip()] = yaml.safe_load(val.strip())
     return out
@@ -59,7 +61,7 @@ def check_config_overrides(overrides: dict[str, Any], config_class: type) -> Non
         if key not in valid:
             close = difflib.get_close_matches(key, sorted(valid), n=1)
             hint = f"did you mean {close[0]!r}? " if close else ""
-            raise ValueError(
+            raise UserError(
                 f"config_overrides key {key!r} is not a field of {config_class.__name__} ({config_class.model_type}); "
                 f"{hint}Valid fields are documented in the config's docstring."
             )
@@ -75,7 +77,7 @@ def _registered_config_class(model_type: str) -> type:
     import hwlm  # noqa: F401  (registers the Auto classes)
 
     if model_type not in CONFIG_MAPPING:
-        raise ValueError(f"--model_type {model_type!r} is not registered; use one of "
+        raise UserError(f"--model_type {model_type!r} is not registered; use one of "
                          "hwlm_rnn, hwlm_lstm, hwlm_transformer")
     return CONFIG_MAPPING[model_type]
 
@@ -141,19 +143,19 @@ def check_fits(config, *, vocab_size: int | None = None, block_size: int | None 
         ValueError: naming the value, the limit and the fix.
     """
     if vocab_size is not None and config.vocab_size < vocab_size:
-        raise ValueError(
+        raise UserError(
             f"the tokenizer has {vocab_size} tokens but the model's vocab_size is {config.vocab_size}: ids >= "
             f"{config.vocab_size} would index past the embedding. Use the tokenizer the model was built for, or a "
             f"config with vocab_size >= {vocab_size} (a fresh model takes vocab_size from the tokenizer)."
         )
     max_pos = getattr(config, "max_position_embeddings", None)
     if block_size is not None and max_pos is not None and block_size > max_pos:
-        raise ValueError(
+        raise UserError(
             f"--block_size {block_size} is above the model's max_position_embeddings={max_pos}; lower --block_size "
             f"to at most {max_pos} or raise max_position_embeddings (--config_overrides max_position_embeddings=...)."
         )
     if batching == "streams" and model is not None and not supports_state_carrying(model):
-        raise ValueError(
+        raise UserError(
             f"--batching streams carries the recurrent state across windows, but {type(model).__name__} does not "
             "carry state (supports_state_carrying is False). Use --batching blocks for this model."
         )
@@ -198,7 +200,7 @@ def check_tokenizer_fits(tokenizer: Any, vocab_size: int, folder: str) -> None:
         ValueError: naming both sizes and the fix.
     """
     if len(tokenizer) > vocab_size:
-        raise ValueError(
+        raise UserError(
             f"the tokenizer of {folder!r} has {len(tokenizer)} entries but the model's vocab_size is {vocab_size}: "
             "they were not trained together. Save the tokenizer the model was trained with into the folder "
             "(tokenizer.save_pretrained)."

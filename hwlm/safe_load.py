@@ -11,6 +11,8 @@ from __future__ import annotations
 import pickle
 from pathlib import Path
 
+from hwlm.errors import UserError
+
 __all__ = ["load_causal_lm"]
 
 # weights + a copy while loading, in float32
@@ -36,7 +38,7 @@ def load_causal_lm(name_or_path: str, **kwargs):
         return AutoModelForCausalLM.from_pretrained(name_or_path, **kwargs)
     except pickle.UnpicklingError:
         weights = [p.name for p in Path(name_or_path).glob("*.bin")] if Path(name_or_path).is_dir() else []
-        raise ValueError(
+        raise UserError(
             f"{name_or_path!r}: {', '.join(weights) or 'its weights file'} holds objects other than tensors, so "
             "loading it would run code from the file; refusing it. Use a folder whose weights are model.safetensors "
             "(hwlm-train writes those), or one from a source you trust."

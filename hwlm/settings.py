@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
+from hwlm.errors import UserError
+
 __all__ = ["PRE_TOKENIZERS", "DataArguments", "TokenizerArguments", "DynamicEvalSettings", "NeuralCacheSettings",
            "EvalArguments", "parse_grid"]
 
@@ -84,13 +86,13 @@ class DataArguments:
     def __post_init__(self):
         # checked here, before any file is read, so a typo answers at once (and the same on every process)
         if isinstance(self.block_size, bool) or not isinstance(self.block_size, int) or self.block_size < 1:
-            raise ValueError(f"block_size={self.block_size!r} must be >= 1 (--block_size: tokens per row of the "
+            raise UserError(f"block_size={self.block_size!r} must be >= 1 (--block_size: tokens per row of the "
                              "blocks layout)")
         if not 0 < self.validation_split_percentage < 50:
-            raise ValueError(f"validation_split_percentage={self.validation_split_percentage!r} must be in 1..49 "
+            raise UserError(f"validation_split_percentage={self.validation_split_percentage!r} must be in 1..49 "
                              "(percent of the training lines carved off for each missing split).")
         if self.preprocessing_num_workers is not None and self.preprocessing_num_workers < 1:
-            raise ValueError(f"--preprocessing_num_workers must be >= 1 (or unset for one process), got "
+            raise UserError(f"--preprocessing_num_workers must be >= 1 (or unset for one process), got "
                              f"{self.preprocessing_num_workers}")
 
 
@@ -185,7 +187,7 @@ class DynamicEvalSettings:
         ]
         for name, ok, allowed in checks:
             if not ok:
-                raise ValueError(f"--{name} must be {allowed}, got {getattr(self, name)}")
+                raise UserError(f"--{name} must be {allowed}, got {getattr(self, name)}")
 
 
 @dataclass
@@ -198,11 +200,11 @@ class NeuralCacheSettings:
 
     def __post_init__(self):
         if self.cache_size < 1:
-            raise ValueError(f"--cache_size must be >= 1, got {self.cache_size}")
+            raise UserError(f"--cache_size must be >= 1, got {self.cache_size}")
         if self.cache_theta < 0:
-            raise ValueError(f"--cache_theta must be >= 0, got {self.cache_theta}")
+            raise UserError(f"--cache_theta must be >= 0, got {self.cache_theta}")
         if not 0 <= self.cache_lambda < 1:
-            raise ValueError(
+            raise UserError(
                 f"--cache_lambda must be in [0, 1), got {self.cache_lambda} (1 would give a word never seen in the "
                 "cache probability 0)"
             )
@@ -277,18 +279,18 @@ class EvalArguments:
         for name in ("per_device_eval_batch_size", "bptt", "eval_window", "eval_stride"):
             value = getattr(self, name)
             if value is not None and value < 1:
-                raise ValueError(f"--{name} must be an integer >= 1, got {value}")
+                raise UserError(f"--{name} must be an integer >= 1, got {value}")
         if self.eval_protocol != "auto" and (self.dynamic_eval or self.neural_cache):
-            raise ValueError(f"--eval_protocol {self.eval_protocol} scores the plain model only; drop it to use "
+            raise UserError(f"--eval_protocol {self.eval_protocol} scores the plain model only; drop it to use "
                              "--dynamic_eval / --neural_cache, which read each split as the model's default protocol")
         if self.tune_on is not None and not (self.dynamic_eval or self.neural_cache):
-            raise ValueError("--tune_on tunes --dynamic_eval and/or --neural_cache; pass at least one of them")
+            raise UserError("--tune_on tunes --dynamic_eval and/or --neural_cache; pass at least one of them")
         if self.tune_max_tokens is not None and self.tune_max_tokens < 2:
-            raise ValueError(f"--tune_max_tokens must be >= 2, got {self.tune_max_tokens}")
+            raise UserError(f"--tune_max_tokens must be >= 2, got {self.tune_max_tokens}")
         for name in ("dynamic_eval_learning_rate_grid", "dynamic_eval_decay_rate_grid", "cache_theta_grid",
                      "cache_lambda_grid"):
             value = getattr(self, name)
             try:
                 parse_grid(value)
             except ValueError:
-                raise ValueError(f"--{name} must be comma-separated numbers, got {value!r}") from None
+                raise UserError(f"--{name} must be comma-separated numbers, got {value!r}") from None

@@ -39,6 +39,7 @@ from transformers import PreTrainedTokenizerBase, TokenizersBackend  # no torch;
                                                                    # imported where a folder is loaded
 
 from .settings import PRE_TOKENIZERS, TokenizerArguments  # noqa: F401  (re-exported: defined where --help reads them)
+from hwlm.errors import UserError
 
 UNK_TOKEN = "<unk>"
 EOS_TOKEN = "<eos>"
@@ -97,7 +98,7 @@ def build_word_tokenizer(
         ValueError: unknown ``pre_tokenizer``.
     """
     if pre_tokenizer not in PRE_TOKENIZERS:
-        raise ValueError(
+        raise UserError(
             f"pre_tokenizer={pre_tokenizer!r} is not supported; use one of {list(PRE_TOKENIZERS)} "
             "('whitespace' for already tokenized text, 'treebank' for raw text tokenized like WikiText, 'words' to "
             "split punctuation runs off words)."
@@ -196,13 +197,13 @@ def train_word_tokenizer(
             ``min_frequency`` < 1, or no words at all in ``texts``.
     """
     if vocab_size is not None and vocab_size < len(SPECIAL_TOKENS) + 1:
-        raise ValueError(
+        raise UserError(
             f"vocab_size={vocab_size} is smaller than the {len(SPECIAL_TOKENS)} special tokens "
             f"{list(SPECIAL_TOKENS)} plus one word; use --vocab_size {len(SPECIAL_TOKENS) + 1} or more "
             "(or leave it unset for no cap)."
         )
     if min_frequency < 1:
-        raise ValueError(f"min_frequency={min_frequency} must be >= 1.")
+        raise UserError(f"min_frequency={min_frequency} must be >= 1.")
     tok = build_word_tokenizer(lowercase=lowercase, nfkc=nfkc, pre_tokenizer=pre_tokenizer)
     return tokenizer_from_counts(*count_words(texts, tok), vocab_size=vocab_size, min_frequency=min_frequency,
                                  lowercase=lowercase, nfkc=nfkc, pre_tokenizer=pre_tokenizer)
@@ -225,7 +226,7 @@ def tokenizer_from_counts(
     """
     words = vocabulary_from_counts(words, counts, vocab_size=vocab_size, min_frequency=min_frequency)
     if not words:
-        raise ValueError(
+        raise UserError(
             "the training text has no words (empty corpus, or every word below "
             f"min_frequency={min_frequency}); check the input files or lower --min_frequency."
         )
@@ -450,7 +451,7 @@ def load_tokenizer(name_or_path: Union[str, Path]) -> PreTrainedTokenizerBase:
             "by hwlm-tokenizer or save_pretrained."
         ) from e
     if tok.eos_token_id is None:
-        raise ValueError(
+        raise UserError(
             f"tokenizer {str(name_or_path)!r} has no eos_token; hwlm appends one <eos> per line. "
             "Build a tokenizer with hwlm-tokenizer."
         )

@@ -22,6 +22,8 @@ from pathlib import Path
 import pytest
 
 from _toy import WORDS, toy_lines, write_toy_corpus
+from hwlm.errors import UserError
+from hwlm.models.config_checks import InvalidInput
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}
@@ -216,7 +218,7 @@ def test_debug_shows_the_traceback(command, how, inputs):
     proc = _run_module(command, argv(inputs) + (["--debug"] if how == "flag" else []), env=env)
     assert proc.returncode == 1  # Python's status for an uncaught exception
     assert "Traceback (most recent call last)" in proc.stderr
-    assert re.search(rf"^\w*Error: .*{message}", proc.stderr, flags=re.MULTILINE), proc.stderr[-2000:]
+    assert re.search(rf"^[\w.]*Error: .*{message}", proc.stderr, flags=re.MULTILINE), proc.stderr[-2000:]
     assert f"{command}: error:" not in proc.stderr
 
 
@@ -338,9 +340,8 @@ def _raises(exc: BaseException):
 
 
 @pytest.mark.parametrize("exc,code", [
-    (ValueError("bad value"), 2), (FileNotFoundError("no file"), 2), (NotADirectoryError("a file"), 2),
-    (IsADirectoryError("a folder"), 2), (PermissionError("read-only"), 2),
-    (UnicodeDecodeError("utf-8", b"\xff", 0, 1, "invalid start byte"), 2),
+    (UserError("bad value"), 2), (FileNotFoundError("no file"), 2), (NotADirectoryError("a file"), 2),
+    (IsADirectoryError("a folder"), 2), (PermissionError("read-only"), 2), (InvalidInput("hidden_size=-1"), 2),
 ])
 def test_user_errors_exit_2_on_one_line(exc, code, capsys):
     from hwlm.cli.common import run_main
@@ -378,7 +379,8 @@ def test_run_failures_exit_1_and_ctrl_c_exits_130(capsys):
     assert capsys.readouterr().err.splitlines() == ["hwlm-push: error: the Hub did not answer", "hwlm-x: interrupted"]
 
 
-@pytest.mark.parametrize("exc", [TypeError("bug"), AttributeError("bug"), KeyError("bug"), RuntimeError("bug")])
+@pytest.mark.parametrize("exc", [TypeError("bug"), AttributeError("bug"), KeyError("bug"), RuntimeError("bug"),
+                                 ValueError("bug"), UnicodeDecodeError("utf-8", b"\xff", 0, 1, "bug")])
 def test_programming_errors_keep_their_traceback(exc, capsys):
     from hwlm.cli.common import run_main
 

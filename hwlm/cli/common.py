@@ -10,10 +10,13 @@ accepts ``--config PRESET.yaml|.json`` (a mapping of field names; flags given on
 Errors (`run_main`): a user error is one line on stderr, ``hwlm-<command>: error: <message>``, and exit status 2,
 argparse's convention. User errors are:
 
-- `ValueError`, which covers bad settings (the dataclasses' ``__post_init__``), `UsageError` (an unknown flag or
-  a malformed value, raised by the parser instead of argparse's usage dump), ``UnicodeDecodeError``, and hwlm's
-  own `hwlm.training.checkpoint.CheckpointError` and `hwlm.training.outputs.OutputDirError` (both subclass it);
+- hwlm's own `hwlm.errors.UserError` (bad settings from the dataclasses' ``__post_init__``, `UsageError` for an
+  unknown flag or a malformed value instead of argparse's usage dump, `CheckpointError`, `OutputDirError`, ...) and
+  the models' `hwlm.models.config_checks.InvalidInput` (a bad config value or input);
 - `FileNotFoundError`, `NotADirectoryError`, `IsADirectoryError` and `PermissionError`: a path the user gave.
+
+A `ValueError` raised anywhere else (inside torch, transformers, datasets) is not the user's to fix from a message:
+it keeps its traceback.
 
 A command may name further *run failures* (``failures=``): not the user's typing, but an outcome the message
 explains fully, reported on one line with exit status 1: ``TrainingDiverged`` (hwlm-train: the loss became
@@ -37,6 +40,7 @@ from typing import Any, Callable, Iterable, Optional, Sequence, TypeVar
 import yaml
 
 from hwlm.model_building import check_tokenizer_fits  # noqa: F401  (re-exported: the commands' checks)
+from hwlm.errors import USER_ERRORS, UserError, user_errors  # USER_ERRORS re-exported
 
 __all__ = [
     "USER_ERRORS",
@@ -53,17 +57,9 @@ __all__ = [
 T = TypeVar("T")
 
 
-class UsageError(ValueError):
+class UsageError(UserError):
     """A malformed command line: an unknown flag, a missing argument or a value of the wrong type."""
 
-
-USER_ERRORS: tuple[type[BaseException], ...] = (
-    ValueError,  # includes UsageError, UnicodeDecodeError, CheckpointError, OutputDirError
-    FileNotFoundError,
-    NotADirectoryError,
-    IsADirectoryError,
-    PermissionError,
-)
 
 #: The extensions ``--config`` reads, and the lone-argument shorthand ``hwlm-prepare settings.yaml`` accepts.
 PRESET_SUFFIXES = (".yaml", ".yml", ".json")
@@ -203,12 +199,12 @@ def read_preset(path: str | os.PathLike) -> dict[str, Any]:
         text = path.read_text(encoding="utf-8")
         data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
     except UnicodeDecodeError as err:
-        raise ValueError(f"--config {str(path)!r} is not UTF-8 text (byte {err.start}); save it as UTF-8") from None
+        raise UserError(f"--config {str(path)!r} is not UTF-8 text (byte {err.start}); save it as UTF-8") from None
     except (yaml.YAMLError, json.JSONDecodeError) as err:
         detail = " ".join(str(err).split())
-        raise ValueError(f"--config {str(path)!r} is not valid {path.suffix[1:].upper()}: {detail}") from None
+        raise UserError(f"--config {str(path)!r} is not valid {path.suffix[1:].upper()}: {detail}") from None
     if not isinstance(data, dict):
-        raise ValueError(
+        raise UserError(
             f"--config {str(path)!r} must be a mapping of field: value, got {type(data).__name__} "
             f"({'an empty file' if data is None else repr(data)[:60]})"
         )
@@ -231,7 +227,7 @@ def _read_preset_fields(classes: Sequence[type], path: str, prog: str) -> tuple[
     allowed = {f.name for cls in classes for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(set(preset) - allowed)
     if unknown:
-        raise ValueError(f"--config {path!r} has unknown field(s) {unknown}; see {prog} --help for the fields")
+        raise UserError(f"--config {path!r} has unknown field(s) {unknown}; see {prog} --help for the fields")
     overrides = preset.pop("config_overrides", None)
     return preset, overrides
 
@@ -300,13 +296,13 @@ def check_model_folder(name_or_path: str, flag: str = "--model_name_or_path") ->
         raise FileNotFoundError(f"{flag} {name_or_path!r} holds no config.json; pass a folder written by hwlm-train")
     raw = config.read_bytes()
     if not raw.strip():
-        raise ValueError(f"{config} is empty; the folder is not a complete model (re-run hwlm-train or re-download)")
+        raise UserError(f"{config} is empty; the folder is not a complete model (re-run hwlm-train or re-download)")
     try:
         json.loads(raw.decode("utf-8"))
     except UnicodeDecodeError as err:
-        raise ValueError(f"{config} is not UTF-8 (byte {err.start}); the folder is damaged") from None
+        raise UserError(f"{config} is not UTF-8 (byte {err.start}); the folder is damaged") from None
     except json.JSONDecodeError as err:
-        raise ValueError(f"{config} is not valid JSON ({err}); the folder is damaged") from None
+        raise UserError(f"{config} is not valid JSON ({err}); the folder is damaged") from None
 
 
 def debug_requested(argv: Optional[Sequence[str]] = None) -> bool:
@@ -343,9 +339,9 @@ def run_main(
             raise
         print(f"{prog}: interrupted", file=sys.stderr)
         sys.exit(130)
-    except (*USER_ERRORS, *failures) as err:
+    except (*user_errors(), *failures) as err:
         if debug_requested(argv):
             raise
         message = " ".join(str(err).split()) or type(err).__name__  # one line, whatever the message held
         print(f"{prog}: error: {message}", file=sys.stderr)
-        sys.exit(1 if isinstance(err, failures) and not isinstance(err, USER_ERRORS) else 2)
+        sys.exit(1 if isinstance(err, failures) and not isinstance(err, user_errors()) else 2)

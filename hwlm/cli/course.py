@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from hwlm.cli.common import parse_command, run_main
+from hwlm.errors import UserError
 
 PROG = "course_transformer.py"
 
@@ -43,12 +44,12 @@ class CourseArguments:
         for name in ("max_train_steps", "hidden_size", "num_hidden_layers", "num_attention_heads", "bptt",
                      "train_batch_size", "max_eval_windows", "num_threads"):
             if getattr(self, name) < 1:
-                raise ValueError(f"--{name} must be an integer >= 1, got {getattr(self, name)}")
+                raise UserError(f"--{name} must be an integer >= 1, got {getattr(self, name)}")
         if self.hidden_size % self.num_attention_heads:
-            raise ValueError(f"--hidden_size {self.hidden_size} must be a multiple of --num_attention_heads "
+            raise UserError(f"--hidden_size {self.hidden_size} must be a multiple of --num_attention_heads "
                              f"{self.num_attention_heads}")
         if not self.learning_rate > 0:
-            raise ValueError(f"--learning_rate must be a positive number, got {self.learning_rate}")
+            raise UserError(f"--learning_rate must be a positive number, got {self.learning_rate}")
 
 
 def plot(report, path: Path) -> None:

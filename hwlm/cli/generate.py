@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from hwlm.cli.common import check_model_folder, check_tokenizer_fits, parse_command, run_main
+from hwlm.errors import UserError
 
 PROG = "hwlm-generate"
 
@@ -36,11 +37,11 @@ class GenerateArguments:
         for name in ("max_new_tokens", "num_return_sequences"):
             value = getattr(self, name)
             if value < 1:
-                raise ValueError(f"--{name} must be an integer >= 1, got {value}")
+                raise UserError(f"--{name} must be an integer >= 1, got {value}")
         if self.top_k < 0:
-            raise ValueError(f"--top_k must be an integer >= 0 (0 keeps all words), got {self.top_k}")
+            raise UserError(f"--top_k must be an integer >= 0 (0 keeps all words), got {self.top_k}")
         if not 0 < self.top_p <= 1:
-            raise ValueError(f"--top_p must be in (0, 1] (1.0 turns nucleus sampling off), got {self.top_p}")
+            raise UserError(f"--top_p must be in (0, 1] (1.0 turns nucleus sampling off), got {self.top_p}")
 
 
 def generate_text(gen_args: GenerateArguments, model=None, tokenizer=None) -> list[str]:
@@ -52,7 +53,7 @@ def generate_text(gen_args: GenerateArguments, model=None, tokenizer=None) -> li
     from hwlm.safe_load import load_causal_lm
 
     if gen_args.temperature <= 0:
-        raise ValueError(f"--temperature must be > 0, got {gen_args.temperature}; use --do_sample false for greedy decoding")
+        raise UserError(f"--temperature must be > 0, got {gen_args.temperature}; use --do_sample false for greedy decoding")
     try:
         model = model or load_causal_lm(gen_args.model_name_or_path, trust_remote_code=gen_args.trust_remote_code)
     except OSError as err:  # transformers' message for an unknown Hub id or no connection does not name the model

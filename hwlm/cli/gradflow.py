@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Optional
 
 from hwlm.cli.common import parse_command, run_main
+from hwlm.errors import UserError
 
 PROG = "hwlm-gradflow"
 
@@ -83,11 +84,11 @@ class GradflowArguments:
         for name in ("sequence_length", "num_sequences", "hidden_size", "num_hidden_layers", "max_train_steps",
                      "train_batch_size", "bptt", "num_threads"):
             if getattr(self, name) < 1:
-                raise ValueError(f"--{name} must be an integer >= 1, got {getattr(self, name)}")
+                raise UserError(f"--{name} must be an integer >= 1, got {getattr(self, name)}")
         if self.offset < 0:
-            raise ValueError(f"--offset must be a token position >= 0, got {self.offset}")
+            raise UserError(f"--offset must be a token position >= 0, got {self.offset}")
         if not self.learning_rate > 0:
-            raise ValueError(f"--learning_rate must be a positive number, got {self.learning_rate}")
+            raise UserError(f"--learning_rate must be a positive number, got {self.learning_rate}")
 
 
 def _merge_repeated(argv: list[str], flag: str) -> list[str]:
@@ -117,7 +118,7 @@ def model_arguments(spec: str):
     if path.is_file() and path.suffix == ".json":
         return ModelArguments(config_name=str(path)), path.stem
     if path.exists() or "/" in spec:
-        raise ValueError(
+        raise UserError(
             f"--model {spec!r} is neither a model folder (with config.json) nor a config.json file nor "
             "model_type:field=value,...; check the path."
         )
@@ -287,7 +288,7 @@ def parse(argv: list[str] | None = None) -> tuple:
     argv = _merge_repeated(list(sys.argv[1:] if argv is None else argv), "--model")
     args, data_args = parse_command((GradflowArguments, DataArguments), argv, prog=PROG, description=__doc__)
     if args.compare_defaults == bool(args.model):
-        raise ValueError("pass either --model (one or more times) or --compare_defaults, not both and not neither.")
+        raise UserError("pass either --model (one or more times) or --compare_defaults, not both and not neither.")
     return args, data_args
 
 

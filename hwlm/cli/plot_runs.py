@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 
 from hwlm.cli.common import run_main
+from hwlm.errors import UserError
 
 PROG = "plot_runs.py"
 
@@ -36,7 +37,7 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, dict[str, str]]:
     for item in args.runs:
         label, sep, folder = item.partition("=")
         if not sep or not label or not folder:
-            raise ValueError(f"{item!r} is not LABEL=RUN_FOLDER")
+            raise UserError(f"{item!r} is not LABEL=RUN_FOLDER")
         runs[label] = folder
     return args, runs
 

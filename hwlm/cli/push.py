@@ -17,6 +17,7 @@ from typing import Optional
 
 from hwlm.cli.common import parse_command, run_main
 from hwlm.hub import HUB_MAX_RETRIES, HUB_TIMEOUT
+from hwlm.errors import UserError
 
 PROG = "hwlm-push"
 
@@ -39,9 +40,9 @@ class PushArguments:
 
     def __post_init__(self):
         if not (math.isfinite(self.timeout) and self.timeout > 0):
-            raise ValueError(f"--timeout must be a positive number of seconds, got {self.timeout!r}")
+            raise UserError(f"--timeout must be a positive number of seconds, got {self.timeout!r}")
         if self.max_retries < 0:
-            raise ValueError(f"--max_retries must be an integer >= 0 (0: one attempt), got {self.max_retries!r}")
+            raise UserError(f"--max_retries must be an integer >= 0 (0: one attempt), got {self.max_retries!r}")
         folder = Path(self.folder)
         if folder.exists() and not folder.is_dir():
             raise NotADirectoryError(f"FOLDER {self.folder!r} is a file; pass the output folder of hwlm-train")

@@ -18,6 +18,8 @@ from datasets import Dataset, DatasetDict, Features, List, Value, load_from_disk
 from datasets.table import InMemoryTable
 from transformers import PreTrainedTokenizerBase
 
+from hwlm.errors import UserError
+
 
 if TYPE_CHECKING:  # torch is imported where a tensor is made (PreparedData.stream_tensor)
     import torch
@@ -74,7 +76,7 @@ class PreparedData:
             `torch.LongTensor` of shape (N,), N = the split's token count (``<eos>`` included).
         """
         if split not in self.streams:
-            raise ValueError(f"split {split!r} is not prepared; available: {list(self.streams)}.")
+            raise UserError(f"split {split!r} is not prepared; available: {list(self.streams)}.")
         import torch  # here, not at the top: hwlm-prepare and hwlm-tokenizer never need it
 
         path = self.token_files.get(split)
@@ -147,7 +149,7 @@ def prepare_datasets(
             tokens than ``block_size``.
     """
     if block_size < 1:
-        raise ValueError(f"block_size={block_size} must be >= 1.")
+        raise UserError(f"block_size={block_size} must be >= 1.")
     fingerprint = tokenizer_fingerprint(tokenizer)
     encoder = ArrowLineEncoder(tokenizer)
     features = Features({"input_ids": List(Value("int32"))})
@@ -155,7 +157,7 @@ def prepare_datasets(
     for split, ds in corpus.items():
         if encoded and split in encoded:
             if len(encoded[split]) != len(ds):
-                raise ValueError(f"encoded[{split!r}] has {len(encoded[split])} rows, the split {len(ds)}")
+                raise UserError(f"encoded[{split!r}] has {len(encoded[split])} rows, the split {len(ds)}")
             fp = hashlib.sha256(f"{ds._fingerprint}|{fingerprint}|hwlm-streams-v2".encode()).hexdigest()[:16]
             streams[split] = Dataset(InMemoryTable(pa.table({"input_ids": encoded[split]})), fingerprint=fp)
             continue
@@ -180,12 +182,12 @@ def prepare_datasets(
         lines, tokens = len(ds), len(flat)
         words = tokens - lines
         if words == 0:
-            raise ValueError(
+            raise UserError(
                 f"split {split!r} has no words: its {lines} lines are all empty; check the input or the "
                 "text column."
             )
         if tokens < block_size:
-            raise ValueError(
+            raise UserError(
                 f"block_size={block_size} is larger than split {split!r}, which has {tokens} tokens; "
                 f"use --block_size {tokens} or less, or more text."
             )
@@ -285,7 +287,7 @@ def load_prepared(
     if tokenizer is not None:
         fingerprint = tokenizer_fingerprint(tokenizer)
         if fingerprint != meta["tokenizer_fingerprint"]:
-            raise ValueError(
+            raise UserError(
                 f"the data in {str(folder)!r} was prepared with a different tokenizer: fingerprint "
                 f"{meta['tokenizer_fingerprint']} recorded, {fingerprint} for tokenizer {name}. Token ids "
                 f"would not match; use {folder / 'tokenizer'} or re-run hwlm-prepare with --tokenizer_name."
@@ -315,7 +317,7 @@ def _check_token_files(folder: Path, meta: dict) -> None:
         except (OSError, ValueError) as err:
             found = f"an unreadable file ({' '.join(str(err).split())[:80]})"
         if found != expected:
-            raise ValueError(
+            raise UserError(
                 f"the prepared folder {str(folder)!r} is inconsistent: hwlm_data.json records {expected} {split} "
                 f"tokens but {name} holds {found} (a preparation was interrupted, or the file was changed). "
                 f"Run hwlm-prepare --output_dir {folder} again."

@@ -16,6 +16,7 @@ from datasets import Dataset, DatasetDict, Features, Value, load_dataset
 
 from hwlm import corpora
 from hwlm.settings import DataArguments
+from hwlm.errors import UserError
 
 
 
@@ -138,7 +139,7 @@ def check_utf8(path: Union[str, Path], chunk_bytes: int = 1 << 23) -> None:
             except UnicodeDecodeError as e:
                 line = line_base + chunk.count(b"\n", 0, e.start) + 1
                 column = e.start - (chunk.rfind(b"\n", 0, e.start) + 1) + 1
-                raise ValueError(
+                raise UserError(
                     f"{path}: line {line}, byte {column} is not valid UTF-8 (0x{chunk[e.start]:02x}: {e.reason}). "
                     "Re-encode the file as UTF-8 (e.g. `iconv -f latin1 -t utf-8`) or pass "
                     "--replace_invalid_utf8 to replace such bytes with U+FFFD."
@@ -207,10 +208,10 @@ def _load_files(files: dict, args: DataArguments, builder: Optional[str] = None)
         if not path.is_file():
             raise FileNotFoundError(f"{flag} {name!r} does not exist (or is not a file); check the path.")
         if path.stat().st_size == 0:
-            raise ValueError(f"{flag} {name!r} is empty (0 bytes); an empty corpus cannot be used.")
+            raise UserError(f"{flag} {name!r} is empty (0 bytes); an empty corpus cannot be used.")
         builders.add(_BUILDERS.get(path.suffix.lower(), "text"))  # .txt, .tokens, ... -> one row per line
     if len(builders) > 1:
-        raise ValueError(
+        raise UserError(
             f"the data files mix formats ({sorted(builders)}: {files}); give all splits in one format."
         )
     builder = builders.pop()
@@ -227,7 +228,7 @@ def _load_files(files: dict, args: DataArguments, builder: Optional[str] = None)
     except ValueError as e:
         if "corresponds to no data" not in str(e):
             raise
-        raise ValueError(f"a split of {files} has no rows ({e}); an empty corpus cannot be used.") from e
+        raise UserError(f"a split of {files} has no rows ({e}); an empty corpus cannot be used.") from e
 
 
 def _load_hub(args: DataArguments) -> DatasetDict:
@@ -241,7 +242,7 @@ def _load_hub(args: DataArguments) -> DatasetDict:
             "--train_file for local files."
         ) from e
     except ValueError as e:
-        raise ValueError(f"dataset {what} could not be loaded: {e}") from e
+        raise UserError(f"dataset {what} could not be loaded: {e}") from e
 
 
 def _complete_splits(raw: DatasetDict, percentage: int, source: str) -> DatasetDict:
@@ -251,16 +252,16 @@ def _complete_splits(raw: DatasetDict, percentage: int, source: str) -> DatasetD
         if name in SPLITS:
             splits[name] = ds
     if "train" not in splits:
-        raise ValueError(f"{source} has no 'train' split (splits: {list(raw)}); pass --train_file.")
+        raise UserError(f"{source} has no 'train' split (splits: {list(raw)}); pass --train_file.")
     missing = [s for s in ("validation", "test") if s not in splits]
     if missing:
         if not 0 < percentage < 50:
-            raise ValueError(f"validation_split_percentage={percentage} must be in 1..49.")
+            raise UserError(f"validation_split_percentage={percentage} must be in 1..49.")
         train = splits["train"]
         n = len(train)
         take = max(1, n * percentage // 100)
         if n < take * len(missing) + 1:
-            raise ValueError(
+            raise UserError(
                 f"{source}: the train split has {n} lines, too few to carve off {missing} "
                 f"({percentage}% each); give --validation_file/--test_file or more text."
             )
@@ -296,11 +297,11 @@ def load_corpus(args: DataArguments) -> DatasetDict:
     files = _local_files(args)
     named = corpora.named_corpus(args.dataset_name)
     if args.dataset_name and files and not named:
-        raise ValueError(
+        raise UserError(
             f"give either --dataset_name ({args.dataset_name!r}) or local files ({files}), not both."
         )
     if files and "train" not in files:
-        raise ValueError(f"--train_file is required when giving {list(files)} files.")
+        raise UserError(f"--train_file is required when giving {list(files)} files.")
     if files:  # local files override a named corpus (e.g. the one a preset names)
         source, raw = f"files {files}", _load_files(files, args)
     elif named:
@@ -317,7 +318,7 @@ def load_corpus(args: DataArguments) -> DatasetDict:
     corpus = _complete_splits(raw, args.validation_split_percentage, source)
     for split, ds in corpus.items():
         if args.text_column not in ds.column_names:
-            raise ValueError(
+            raise UserError(
                 f"{source}, split {split!r}: no column {args.text_column!r} (columns: {ds.column_names}); "
                 "pass --text_column <name>."
             )
@@ -326,7 +327,7 @@ def load_corpus(args: DataArguments) -> DatasetDict:
         if args.text_column != "text":
             ds = ds.rename_column(args.text_column, "text")
         if len(ds) == 0:
-            raise ValueError(f"{source}, split {split!r} is empty (0 lines); an empty corpus cannot be used.")
+            raise UserError(f"{source}, split {split!r} is empty (0 lines); an empty corpus cannot be used.")
         corpus[split] = ds
     return corpus
 
@@ -335,14 +336,14 @@ def _check_text_column(ds: Dataset, column: str, source: str, split: str) -> Non
     """The text column holds strings and no NUL byte (a NUL would silently become part of a word)."""
     feature = ds.features[column]
     if not (isinstance(feature, Value) and feature.dtype in ("string", "large_string")):
-        raise ValueError(
+        raise UserError(
             f"{source}, split {split!r}: column {column!r} holds {getattr(feature, 'dtype', feature)}, not text; "
             "pass --text_column naming a column of strings."
         )
     has_nul = pc.match_substring(ds.data.column(column), "\x00")  # an Arrow scan of the (mapped) table
     if pc.any(has_nul).as_py():
         row = pc.index(has_nul, True).as_py()
-        raise ValueError(
+        raise UserError(
             f"{source}, split {split!r}: row {row + 1} (line {row + 1} of a text file) holds a NUL byte (0x00), "
             "which would become part of a word. Remove NUL bytes from the input (e.g. tr -d '\\000')."
         )

@@ -20,6 +20,7 @@ import torch
 from hwlm.model_building import supports_state_carrying
 from hwlm.settings import DynamicEvalSettings  # re-exported: defined where --help reads it
 from hwlm.evaluation.segments import forward_segment, private_copy, process_info, reduce_sums, segments
+from hwlm.errors import UserError
 
 __all__ = ["DynamicEvalSettings", "DynamicEvaluator", "gradient_statistics", "gradient_square_sums",
            "rms_from_square_sums"]
@@ -71,7 +72,7 @@ def gradient_square_sums(
 def rms_from_square_sums(squares: dict[str, torch.Tensor], batches: int) -> dict[str, torch.Tensor]:
     """``sqrt(sum g² / batches)`` per parameter (float32)."""
     if batches < 1:
-        raise ValueError("the training split is too short for one gradient-statistics batch; lower "
+        raise UserError("the training split is too short for one gradient-statistics batch; lower "
                          "--dynamic_eval_stats_batch_size or --dynamic_eval_segment_length")
     return {name: (sq / batches).sqrt().float() for name, sq in squares.items()}
 
@@ -114,7 +115,7 @@ class DynamicEvaluator:
         self.names, self.params = zip(*self.model.named_parameters())
         missing = [n for n in self.names if n not in rms]
         if missing:
-            raise ValueError(
+            raise UserError(
                 f"the gradient statistics lack {len(missing)} parameters of this model (e.g. {missing[:3]}); "
                 "compute them with gradient_statistics(model, train_tokens, settings) for this very model"
             )

@@ -45,6 +45,7 @@ import torch
 
 from hwlm.batching import StreamLoader, sliding_window_batches, sliding_windows
 from hwlm.model_building import supports_state_carrying
+from hwlm.errors import UserError
 
 __all__ = [
     "supports_state_carrying",
@@ -91,7 +92,7 @@ def describe_protocol(
                 "earlier token of its stream")
     if protocol == "sliding_window":
         if window is None or stride is None:
-            raise ValueError("describe_protocol('sliding_window') needs window and stride")
+            raise UserError("describe_protocol('sliding_window') needs window and stride")
         if stride >= window:
             return (f"one stream in disjoint blocks of {window} tokens: a prediction reads 1 to {window} tokens "
                     f"(the current one and 0 to {window - 1} before it)")
@@ -100,11 +101,11 @@ def describe_protocol(
                 f"{window - 1} before it; the first window's targets read fewer)")
     if protocol == "chunks":
         if window is None:
-            raise ValueError("describe_protocol('chunks') needs window (the chunk length)")
+            raise UserError("describe_protocol('chunks') needs window (the chunk length)")
         return (f"{streams} parallel streams cut into disjoint {window}-token chunks, nothing carried from chunk "
                 f"to chunk: a prediction reads 1 to {window} tokens (the current "
                 f"one and 0 to {window - 1} before it)")
-    raise ValueError(f"protocol={protocol!r} is not one of {PROTOCOLS[1:]}")
+    raise UserError(f"protocol={protocol!r} is not one of {PROTOCOLS[1:]}")
 
 
 def _summed_loss(model, input_ids, shift_labels, cache=None, use_cache=False):
@@ -212,7 +213,7 @@ def evaluate_perplexity(
         ``{"loss": mean nats per token, "perplexity": exp(loss), "num_tokens": scored tokens}``.
     """
     if protocol not in PROTOCOLS:
-        raise ValueError(f"protocol={protocol!r} is not one of {PROTOCOLS}")
+        raise UserError(f"protocol={protocol!r} is not one of {PROTOCOLS}")
     if accelerator is not None:
         net = accelerator.unwrap_model(model)
         device, P, r = accelerator.device, accelerator.num_processes, accelerator.process_index
@@ -223,7 +224,7 @@ def evaluate_perplexity(
     if protocol == "auto":
         protocol = "stream" if supports_state_carrying(net) else "sliding_window"
     if protocol == "stream" and not supports_state_carrying(net):
-        raise ValueError(
+        raise UserError(
             f"protocol='stream' needs a model that carries state between windows; {type(net).__name__} does not "
             "(_is_stateful is False). Use protocol='sliding_window' or 'chunks'."
         )

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from hwlm.settings import parse_grid
+from hwlm.errors import UserError
 
 __all__ = ["evaluate_folder", "adaptive_results", "update_card"]
 
@@ -57,7 +58,7 @@ def evaluate_folder(eval_args, data_args=None, dynamic_args=None, cache_args=Non
                 num_proc=data_args.preprocessing_num_workers, overwrite_cache=data_args.overwrite_cache,
             )
     if prepared.vocab_size is not None and prepared.vocab_size > model.config.vocab_size:
-        raise ValueError(
+        raise UserError(
             f"the data has ids up to vocab_size {prepared.vocab_size} but the model's vocab_size is "
             f"{model.config.vocab_size}; evaluate with the tokenizer the model was trained with"
         )

@@ -18,6 +18,7 @@ import torch.nn as nn
 
 from hwlm.batching import StreamLoader, sliding_window_batches
 from hwlm.model_building import supports_state_carrying
+from hwlm.errors import UserError
 
 __all__ = ["segments", "head_inputs", "forward_segment", "private_copy", "process_info", "reduce_sums"]
 
@@ -38,7 +39,7 @@ def segments(
         return
     window = window or int(net.config.max_position_embeddings)
     if length > window:
-        raise ValueError(f"the segment length ({length}) must not exceed the sliding window ({window})")
+        raise UserError(f"the segment length ({length}) must not exceed the sliding window ({window})")
     yield from sliding_window_batches(
         tokens, window=window, stride=length, batch_size=batch_size, num_processes=num_processes,
         process_index=process_index, pad_token_id=pad_token_id,

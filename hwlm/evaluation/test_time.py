@@ -18,6 +18,7 @@ from hwlm.evaluation.dynamic_eval import DynamicEvalSettings, DynamicEvaluator
 from hwlm.evaluation.neural_cache import NeuralCache, NeuralCacheSettings
 from hwlm.evaluation.segments import forward_segment, process_info, reduce_sums, segments
 from hwlm.model_building import supports_state_carrying
+from hwlm.errors import UserError
 
 __all__ = ["adaptive_loss_sums", "adaptive_pass", "evaluate_adaptive", "tune_on_validation"]
 
@@ -116,7 +117,7 @@ def adaptive_pass(
     """
     net, device, P, r, autocast = process_info(model, accelerator)
     if dynamic is not None and rms is None:
-        raise ValueError("dynamic evaluation needs the gradient statistics `rms` (see gradient_statistics)")
+        raise UserError("dynamic evaluation needs the gradient statistics `rms` (see gradient_statistics)")
     evaluator = DynamicEvaluator(net, rms, dynamic) if dynamic is not None else None
     cache = NeuralCache(cache_size, thetas, lambdas) if cache_size else None
     was_training = net.training
@@ -173,7 +174,7 @@ def evaluate_adaptive(
         adapted pass); plus ``num_tokens`` and ``seconds``.
     """
     if dynamic is None and cache is None:
-        raise ValueError("evaluate_adaptive needs `dynamic` and/or `cache` settings; use evaluate_perplexity otherwise")
+        raise UserError("evaluate_adaptive needs `dynamic` and/or `cache` settings; use evaluate_perplexity otherwise")
     net = accelerator.unwrap_model(model) if accelerator is not None else model
     window = window or (None if supports_state_carrying(net) else int(net.config.max_position_embeddings))
     if dynamic is not None:
@@ -181,7 +182,7 @@ def evaluate_adaptive(
     else:
         length = bptt if supports_state_carrying(net) else (stride or max(window // 2, 1))
     if window is not None and length > window:  # before any compute (the statistics may have cost minutes)
-        raise ValueError(
+        raise UserError(
             f"the segment length ({length}) must not exceed the sliding window ({window}); lower "
             "--dynamic_eval_segment_length / --eval_stride or raise --eval_window"
         )

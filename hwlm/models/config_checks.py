@@ -12,6 +12,11 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 
+class InvalidInput(ValueError):
+    """A config value or a model input the caller can fix (hwlm's commands report it as one line, like
+    `hwlm.errors.UserError`; this file travels with saved models, so it cannot import hwlm)."""
+
+
 def _describe(value: Any) -> str:
     return f"{value!r} ({type(value).__name__})"
 
@@ -19,7 +24,7 @@ def _describe(value: Any) -> str:
 def check_positive_int(name: str, value: Any) -> None:
     """`value` must be an `int` (not a `bool`) greater than zero."""
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"`{name}` must be a positive integer, got {_describe(value)}.")
+        raise InvalidInput(f"`{name}` must be a positive integer, got {_describe(value)}.")
 
 
 def check_optional_positive_int(name: str, value: Any) -> None:
@@ -31,26 +36,26 @@ def check_optional_positive_int(name: str, value: Any) -> None:
 def check_probability(name: str, value: Any) -> None:
     """A dropout rate: a number in [0, 1). A rate of 1 would drop everything."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
-        raise ValueError(f"`{name}` must be a dropout probability in [0, 1), got {_describe(value)}.")
+        raise InvalidInput(f"`{name}` must be a dropout probability in [0, 1), got {_describe(value)}.")
 
 
 def check_positive_float(name: str, value: Any) -> None:
     """`value` must be a number greater than zero."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-        raise ValueError(f"`{name}` must be a positive number, got {_describe(value)}.")
+        raise InvalidInput(f"`{name}` must be a positive number, got {_describe(value)}.")
 
 
 def check_non_negative_float(name: str, value: Any) -> None:
     """`value` must be a number, zero or more (a regularisation weight: 0 turns it off)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-        raise ValueError(f"`{name}` must be a number >= 0 (0 turns it off), got {_describe(value)}.")
+        raise InvalidInput(f"`{name}` must be a number >= 0 (0 turns it off), got {_describe(value)}.")
 
 
 def check_choice(name: str, value: Any, allowed: Iterable[str]) -> None:
     """`value` must be one of `allowed`."""
     allowed = tuple(allowed)
     if value not in allowed:
-        raise ValueError(f"`{name}` must be one of {', '.join(map(repr, allowed))}; got {value!r}.")
+        raise InvalidInput(f"`{name}` must be one of {', '.join(map(repr, allowed))}; got {value!r}.")
 
 
 def check_token_id(name: str, value: Any, vocab_size: int) -> None:
@@ -60,7 +65,7 @@ def check_token_id(name: str, value: Any, vocab_size: int) -> None:
         if item is None:
             continue
         if isinstance(item, bool) or not isinstance(item, int) or not 0 <= item < vocab_size:
-            raise ValueError(
+            raise InvalidInput(
                 f"`{name}` must be a token id in [0, vocab_size={vocab_size}) or None, got {_describe(value)}. "
                 "Set it from the tokenizer (e.g. `tokenizer.pad_token_id`) after fixing `vocab_size`."
             )
@@ -71,7 +76,7 @@ def check_output_layer_and_token_ids(config) -> None:
     check_positive_float("adaptive_softmax_div_value", config.adaptive_softmax_div_value)
     check_cutoffs("adaptive_softmax_cutoffs", config.adaptive_softmax_cutoffs, config.vocab_size)
     if config.adaptive_softmax_cutoffs is not None and config.tie_word_embeddings:
-        raise ValueError(
+        raise InvalidInput(
             "`tie_word_embeddings=True` cannot be combined with `adaptive_softmax_cutoffs`: the adaptive softmax has "
             "its own per-cluster output matrices. Set `tie_word_embeddings=False` or drop the cutoffs."
         )
@@ -91,7 +96,7 @@ def check_cutoffs(name: str, value: Any, vocab_size: int) -> None:
         or value[0] <= 0
         or value[-1] >= vocab_size
     ):
-        raise ValueError(
+        raise InvalidInput(
             f"`{name}` must be a non-empty, strictly increasing list of ints in (0, vocab_size={vocab_size}), "
             f"got {_describe(value)}. Example for a 10k vocabulary: [2000, 6000]."
         )
@@ -108,7 +113,7 @@ def update_from_string(config: Any, update_str: str, update_one: Callable[[str],
     for item in update_str.split(","):
         key, _, text = item.partition("=")
         if not hasattr(config, key):
-            raise ValueError(f"key {key} isn't in the original config dict")
+            raise InvalidInput(f"key {key} isn't in the original config dict")
         optional = type(None) in typing.get_args(hints.get(key))
         if optional and text.strip().lower() in ("none", "null"):
             setattr(config, key, None)
@@ -129,4 +134,4 @@ def _parse_as(key: str, text: str, annotation: Any) -> Any:
                 continue
     if str in allowed:
         return text
-    raise ValueError(f"can't set `{key}` from the string {text!r}: it takes {annotation}.")
+    raise InvalidInput(f"can't set `{key}` from the string {text!r}: it takes {annotation}.")

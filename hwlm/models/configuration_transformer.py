@@ -3,6 +3,7 @@
 from transformers import PreTrainedConfig
 
 from .config_checks import (
+    InvalidInput,
     update_from_string,
     check_choice,
     check_optional_positive_int,
@@ -131,14 +132,14 @@ class HwlmTransformerConfig(PreTrainedConfig):
             check_positive_int(name, getattr(self, name))
         check_optional_positive_int("intermediate_size", self.intermediate_size)
         if self.hidden_size % self.num_attention_heads != 0:
-            raise ValueError(
+            raise InvalidInput(
                 f"`num_attention_heads` ({self.num_attention_heads}) must divide `hidden_size` ({self.hidden_size}); "
                 f"pick a head count such as {_divisors_hint(self.hidden_size)}."
             )
         check_choice("position_embedding_type", self.position_embedding_type, POSITION_EMBEDDING_TYPES)
         check_optional_positive_int("memory_length", self.memory_length)
         if self.memory_length is not None and self.position_embedding_type != "alibi":
-            raise ValueError(
+            raise InvalidInput(
                 f"memory_length={self.memory_length} needs position_embedding_type='alibi', got "
                 f"{self.position_embedding_type!r}: with a memory carried across windows, absolute positions would "
                 "restart at 0 in every window. Set position_embedding_type='alibi' or drop memory_length."

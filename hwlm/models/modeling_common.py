@@ -16,6 +16,8 @@ from transformers.modeling_outputs import CausalLMOutputWithPast, SequenceClassi
 from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 from transformers.utils.generic import TransformersKwargs
 
+from .config_checks import InvalidInput
+
 #: Keyword arguments a forward accepts besides its named ones: transformers' own (`TransformersKwargs`: the loss's
 #: `num_items_in_batch`, `output_attentions`, attention-kernel arguments, ...) and the loss's `shift_labels`. They stay
 #: out of the signature as in transformers' models, so `Trainer` does not take `shift_labels` for a label column.
@@ -103,7 +105,7 @@ def check_token_ids(input_ids: torch.LongTensor, vocab_size: int) -> None:
         return
     low, high = int(input_ids.min()), int(input_ids.max())
     if low < 0 or high >= vocab_size:
-        raise ValueError(
+        raise InvalidInput(
             f"input_ids contains token id {high if high >= vocab_size else low}, outside [0, vocab_size={vocab_size}). "
             "The tokenizer and the model disagree: use the tokenizer the model was trained with, or "
             "`model.resize_token_embeddings(len(tokenizer))`."
@@ -204,7 +206,7 @@ class HwlmStrictLoadingMixin:
         missing = sorted(k for k in info.get("missing_keys", []) if not k.startswith(cls._new_head_prefixes))
         if missing:
             shown = ", ".join(missing[:6]) + (f" (+{len(missing) - 6} more)" if len(missing) > 6 else "")
-            raise ValueError(
+            raise InvalidInput(
                 f"The weights in {args[0] if args else kwargs.get('pretrained_model_name_or_path')!s} do not match "
                 f"its config: {len(missing)} weight(s) the config asks for are missing: {shown}. The config.json "
                 "was probably edited or belongs to another model (e.g. more layers or another cell type); restore "
@@ -240,7 +242,7 @@ class WordStopCriteria(StoppingCriteria):
         self.tokenizer = tokenizer
         self.stop_strings = [stop_strings] if isinstance(stop_strings, str) else list(stop_strings)
         if not self.stop_strings or not all(isinstance(stop, str) and stop for stop in self.stop_strings):
-            raise ValueError(f"stop_strings must be non-empty strings, got {stop_strings!r}.")
+            raise InvalidInput(f"stop_strings must be non-empty strings, got {stop_strings!r}.")
         # A word holds at least one character, so a stop string of n characters spans at most n + 1 tokens.
         self.tail = max(len(stop) for stop in self.stop_strings) + 1
 
@@ -292,7 +294,7 @@ class HwlmGenerationMixin:
         if stop_strings is not None:
             tokenizer = kwargs.pop("tokenizer", None)
             if tokenizer is None:
-                raise ValueError(
+                raise InvalidInput(
                     "generate(stop_strings=...) needs the model's tokenizer to read the words: pass `tokenizer=`."
                 )
             extra.append(WordStopCriteria(tokenizer, stop_strings))
@@ -325,7 +327,7 @@ class HwlmGenerationMixin:
             lengths["max_length"] = None
         total = prompt_length + lengths["max_new_tokens"]
         if total > limit:
-            raise ValueError(
+            raise InvalidInput(
                 f"Sequence of {total} tokens (a prompt of {prompt_length} + {lengths['max_new_tokens']} new) is longer "
                 f"than max_position_embeddings={limit}. Ask for at most {max(limit - prompt_length, 0)} new tokens, "
                 "shorten the prompt, or leave the length out to generate up to the context."

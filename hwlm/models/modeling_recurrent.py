@@ -35,6 +35,7 @@ from transformers.modeling_utils import slice_logits_to_keep
 from transformers.utils import can_return_tuple
 from transformers.utils.deprecation import deprecate_kwarg
 
+from .config_checks import InvalidInput
 from .configuration_lstm import HwlmLstmConfig
 from .configuration_recurrent import HwlmRecurrentConfig
 from .configuration_rnn import HwlmRnnConfig
@@ -224,7 +225,7 @@ def _padding_layout(mask: torch.Tensor) -> tuple[torch.LongTensor, torch.LongTen
     positions = torch.arange(time, device=mask.device).unsqueeze(0)  # (1, T)
     contiguous = (positions >= starts[:, None]) & (positions < (starts + lengths)[:, None])  # (B, T)
     if not is_tracing() and not torch.equal(contiguous, mask):
-        raise ValueError(
+        raise InvalidInput(
             "attention_mask must mark one contiguous run of real tokens per row (left or right padding); "
             "got a mask with gaps. Recurrent models cannot skip tokens in the middle of a sequence: "
             "remove the padding between tokens or split the batch."
@@ -302,7 +303,7 @@ class HwlmRecurrentModel(HwlmRecurrentPreTrainedModel):
                 if isinstance(state, RecurrentState)
                 else type(state).__name__
             )
-            raise ValueError(
+            raise InvalidInput(
                 f"`cache` does not fit this model: expected a RecurrentState with {len(self.layers)} layers of "
                 f"{self.state_tensors} tensor(s) of shape {expected} (batch_size, hidden_size), got {got}. Pass the "
                 "`cache` returned by the previous call on a batch of the same size, or `cache=None` to start from zeros."
@@ -396,7 +397,7 @@ class HwlmRecurrentModel(HwlmRecurrentPreTrainedModel):
         """
         check_model_kwargs(self, kwargs)
         if (input_ids is None) == (inputs_embeds is None):
-            raise ValueError("Pass exactly one of `input_ids` or `inputs_embeds`.")
+            raise InvalidInput("Pass exactly one of `input_ids` or `inputs_embeds`.")
         if input_ids is not None:
             check_token_ids(input_ids, self.config.vocab_size)
         config = self.config

@@ -34,6 +34,7 @@ from transformers.utils import can_return_tuple, logging
 from transformers.utils.output_capturing import OutputRecorder, capture_outputs
 from transformers.utils.deprecation import deprecate_kwarg
 
+from .config_checks import InvalidInput
 from .configuration_transformer import HwlmTransformerConfig
 from .hf_internals import attention_implementation, eager_mask_config
 from .modeling_common import (
@@ -282,7 +283,7 @@ class HwlmTransformerModel(HwlmTransformerPreTrainedModel):
         limit = self.config.max_position_embeddings
         # The range check on the ids' values is a data-dependent branch: skipped when traced (export, compile).
         if past + time > limit or (not is_tracing() and int(position_ids.max()) >= limit):
-            raise ValueError(
+            raise InvalidInput(
                 f"Sequence of {past + time} tokens is longer than max_position_embeddings={limit}. Shorten the "
                 f"input (or prompt + max_new_tokens) to at most {limit} tokens, evaluate long texts with a "
                 "sliding window, or train a model with a larger `max_position_embeddings`."
@@ -355,7 +356,7 @@ class HwlmTransformerModel(HwlmTransformerPreTrainedModel):
         """
         check_model_kwargs(self, kwargs)
         if (input_ids is None) == (inputs_embeds is None):
-            raise ValueError("Pass exactly one of `input_ids` or `inputs_embeds`.")
+            raise InvalidInput("Pass exactly one of `input_ids` or `inputs_embeds`.")
         if input_ids is not None:
             check_token_ids(input_ids, self.config.vocab_size)
         config = self.config

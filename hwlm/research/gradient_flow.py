@@ -46,6 +46,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from hwlm.model_building import supports_state_carrying
+from hwlm.errors import UserError
 
 __all__ = [
     "GradientFlow",
@@ -226,7 +227,7 @@ def position_gradients(
         (B, T, H) indexed by position t (not distance), and a dict of gate means / recurrent-weight norms.
     """
     if input_ids.dim() != 2 or targets.shape != input_ids.shape[:1]:
-        raise ValueError(
+        raise UserError(
             f"input_ids must be (B, T) and targets (B,), got {tuple(input_ids.shape)} and {tuple(targets.shape)}."
         )
     work = copy.deepcopy(model).to(dtype).eval()
@@ -304,9 +305,9 @@ def corpus_sequences(tokens: torch.LongTensor, length: int, *, num_sequences: in
     """
     need = offset + num_sequences * (length + 1)
     if length < 2 or num_sequences < 1 or offset < 0:
-        raise ValueError(f"need length >= 2, num_sequences >= 1, offset >= 0; got {length}, {num_sequences}, {offset}.")
+        raise UserError(f"need length >= 2, num_sequences >= 1, offset >= 0; got {length}, {num_sequences}, {offset}.")
     if need > tokens.numel():
-        raise ValueError(
+        raise UserError(
             f"the token stream has {tokens.numel()} tokens but offset {offset} + {num_sequences} windows of "
             f"{length + 1} tokens need {need}; use a shorter --sequence_length, fewer sequences, a smaller offset "
             "or a larger split."

@@ -12,6 +12,8 @@ import json
 import math
 from pathlib import Path
 
+from hwlm.errors import UserError
+
 __all__ = ["read_curves", "plot_runs", "AXES", "run_protocols", "protocol_section", "update_protocol_sections"]
 
 #: x-axis name -> (record field, scale, label)
@@ -29,7 +31,7 @@ def read_curves(run: str | Path, x: str = "cpu_hours") -> dict[str, list[tuple[f
         ValueError: an unknown ``x``, or records without the field ``x`` reads (runs logged before ``cpu_s``).
     """
     if x not in AXES:
-        raise ValueError(f"x={x!r} is not one of {sorted(AXES)}")
+        raise UserError(f"x={x!r} is not one of {sorted(AXES)}")
     path = Path(run)
     path = path / "metrics.jsonl" if path.is_dir() else path
     if not path.is_file():
@@ -42,7 +44,7 @@ def read_curves(run: str | Path, x: str = "cpu_hours") -> dict[str, list[tuple[f
         if kind is None or record.get("split", "validation") != "validation":
             continue
         if key not in record:
-            raise ValueError(f"{path} has {record['type']} records without {key!r} (logged before hwlm recorded it);"
+            raise UserError(f"{path} has {record['type']} records without {key!r} (logged before hwlm recorded it);"
                              f" plot it with x='step'")
         curves[kind].append((record[key] * scale, record.get("perplexity", math.exp(min(record["loss"], 50)))))
     return curves

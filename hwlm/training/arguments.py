@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal, Optional
 
 from hwlm.model_building import check_config_overrides, parse_config_overrides  # re-exported: they parse model settings
+from hwlm.errors import UserError
 
 __all__ = [
     "ModelArguments",
@@ -196,17 +197,17 @@ class TrainingArguments:
         for name in ("learning_rate", "lr_decay_factor"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-                raise ValueError(f"--{name} must be a positive number, got {value!r}")
+                raise UserError(f"--{name} must be a positive number, got {value!r}")
         for name in ("max_grad_norm", "momentum", "weight_decay", "min_lr"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
-                raise ValueError(f"--{name} must be a number >= 0 (0 disables it), got {value!r}")
+                raise UserError(f"--{name} must be a number >= 0 (0 disables it), got {value!r}")
         if self.min_lr > self.learning_rate:
-            raise ValueError(f"--min_lr {self.min_lr} is above --learning_rate {self.learning_rate}; use a smaller "
+            raise UserError(f"--min_lr {self.min_lr} is above --learning_rate {self.learning_rate}; use a smaller "
                              "--min_lr (the floor the plateau schedule never goes below)")
         steps = self.checkpointing_steps
         if steps not in (None, "no", "epoch") and not (str(steps).isdigit() and int(steps) > 0):
-            raise ValueError(f"--checkpointing_steps must be a positive integer, 'epoch' or 'no', got {steps!r}")
+            raise UserError(f"--checkpointing_steps must be a positive integer, 'epoch' or 'no', got {steps!r}")
 
     @property
     def checkpoint_every_steps(self) -> int | None:
@@ -227,7 +228,7 @@ def _check_counts(obj, *, minimum: int, names: tuple[str, ...]) -> None:
         if value is None:
             continue
         if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-            raise ValueError(f"--{name} must be an integer >= {minimum}, got {value!r}")
+            raise UserError(f"--{name} must be an integer >= {minimum}, got {value!r}")
 
 
 def run_argument_classes() -> tuple[type, ...]:
@@ -288,7 +289,7 @@ def _check_model_fits_run(model_args, data_args, args) -> None:
     check_fits(config, block_size=data_args.block_size if blocks else None, batching=args.batching, model=model)
     stride = args.eval_stride
     if not supports_state_carrying(model) and stride is not None and stride > data_args.block_size:
-        raise ValueError(
+        raise UserError(
             f"--eval_stride {stride} is above --block_size {data_args.block_size}, the sliding window it advances "
             f"in; use an --eval_stride between 1 and {data_args.block_size}."
         )
@@ -309,9 +310,9 @@ def check_settings(model_args, data_args, args) -> None:
         FileNotFoundError: ``--prepared_data_dir`` or a data file that does not exist.
     """
     if args.push_to_hub and not args.hub_model_id:
-        raise ValueError("--push_to_hub needs --hub_model_id (e.g. your-name/hwlm-ptb-lstm)")
+        raise UserError("--push_to_hub needs --hub_model_id (e.g. your-name/hwlm-ptb-lstm)")
     if args.lr_scheduler_type == "plateau" and args.lr_decay_factor <= 1:
-        raise ValueError(
+        raise UserError(
             f"--lr_decay_factor {args.lr_decay_factor} with --lr_scheduler_type plateau would not lower the rate "
             "(the rate is divided by the factor); use a factor > 1, or --lr_scheduler_type constant."
         )

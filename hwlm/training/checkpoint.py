@@ -36,6 +36,8 @@ from typing import Any, Callable, Iterator
 import torch
 from torch.utils import _pytree as pytree
 
+from hwlm.errors import UserError
+
 __all__ = [
     "CheckpointError",
     "MANIFEST_NAME",
@@ -59,7 +61,7 @@ STATE_NAME = "hwlm_state.json"
 _STEP_RE = re.compile(r"^step_(\d+)(?:-branch(\d+))?$")
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError):
     """A checkpoint is missing, partial or corrupt."""
 
 

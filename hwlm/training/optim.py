@@ -23,6 +23,8 @@ from torch import nn
 from torch.optim.lr_scheduler import LambdaLR, ReduceLROnPlateau
 from transformers import get_scheduler
 
+from hwlm.errors import UserError
+
 __all__ = ["param_groups", "create_optimizer", "create_scheduler", "Schedule", "PlateauScheduler", "EpochDecay",
            "TransformersSchedule"]
 
@@ -60,7 +62,7 @@ def create_optimizer(model: nn.Module, args) -> torch.optim.Optimizer:
         return torch.optim.AdamW(
             groups, lr=args.learning_rate, betas=(args.adam_beta1, args.adam_beta2), eps=args.adam_epsilon
         )
-    raise ValueError(f"optimizer={args.optimizer!r} is not supported; use 'sgd' or 'adamw'")
+    raise UserError(f"optimizer={args.optimizer!r} is not supported; use 'sgd' or 'adamw'")
 
 
 @runtime_checkable
@@ -232,4 +234,4 @@ def create_scheduler(optimizer, args, num_training_steps: int) -> Schedule:
                 num_training_steps=num_training_steps,
             )
         )
-    raise ValueError(f"lr_scheduler_type={kind!r} is not supported; choose one of {', '.join(SCHEDULES)}")
+    raise UserError(f"lr_scheduler_type={kind!r} is not supported; choose one of {', '.join(SCHEDULES)}")

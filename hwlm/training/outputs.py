@@ -40,6 +40,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
+from hwlm.errors import UserError
+
 __all__ = [
     "LOCK_NAME",
     "OutputDirError",
@@ -60,7 +62,7 @@ __all__ = [
 LOCK_NAME = ".hwlm.lock"
 
 
-class OutputDirError(ValueError):
+class OutputDirError(UserError):
     """``--output_dir`` is not one hwlm may write into (someone else's files, another command, a live lock)."""
 
 

@@ -36,6 +36,7 @@ from hwlm.training.checkpoint import (
     resolve_checkpoint,
 )
 from hwlm.training.run import BEST_DIR, BEST_RECORD, METRICS_FILE, MUTABLE_WITHOUT_EFFECT, Run, write_metrics
+from hwlm.errors import UserError
 
 __all__ = [
     "FIXED_SETTINGS",
@@ -107,7 +108,7 @@ def check_resume_settings(old: dict[str, Any], new: dict[str, Any], data_fields:
     refused = {k: v for k, v in changes.items() if k in fixed}
     if refused:
         what = "; ".join(f"--{k} was {v['from']!r} and is {v['to']!r} now" for k, v in refused.items())
-        raise ValueError(
+        raise UserError(
             f"cannot resume from {str(checkpoint)!r} with these changes: {what}. They change the model, the batch "
             "layout or the data, so the checkpoint's weights, optimiser and position would not fit. Resume with the "
             "checkpoint's values, or start a new run in another --output_dir."
@@ -147,7 +148,7 @@ def check_data_fingerprint(saved_settings: dict[str, Any], fingerprint: str, che
     before = saved_settings.get("data_fingerprint")
     if before is None or before == fingerprint:
         return
-    raise ValueError(
+    raise UserError(
         f"cannot resume from {str(checkpoint)!r}: the training data changed since that checkpoint (data fingerprint "
         f"{before} then, {fingerprint} now, for {data}); the run would continue on other text. Resume with the data "
         "the run started with (re-prepare it from the same files), or start a new run in another --output_dir."
@@ -170,7 +171,7 @@ def repair_metrics(path: Path) -> list[dict]:
         except json.JSONDecodeError as err:
             if i == len(lines) - 1:
                 break  # a write cut short by the crash: the resumed run rewrites it
-            raise ValueError(
+            raise UserError(
                 f"{str(path)!r} line {i + 1} is not JSON ({err}); only a cut-off last line is repaired on resume. "
                 "Fix or remove that line."
             ) from err

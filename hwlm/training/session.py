@@ -15,6 +15,7 @@ from pathlib import Path
 from hwlm.training.checkpoint import STATE_NAME, save_carried
 from hwlm.training.outputs import OutputDirError, OutputLock, clear_written, record_written
 from hwlm.training.run import BEST_RECORD, TRAIN_WRITES  # noqa: F401  (BEST_RECORD re-exported)
+from hwlm.errors import UserError
 
 __all__ = [
     "BEST_RECORD",
@@ -47,7 +48,7 @@ def check_launch(accelerator) -> None:
     """
     world = int(os.environ.get("WORLD_SIZE", "1") or 1)
     if world > 1 and accelerator.num_processes == 1:
-        raise ValueError(
+        raise UserError(
             f"launched as {world} processes (WORLD_SIZE={world}) but accelerate set up a single-process run, so "
             f"{world} independent copies would train into one folder. On CPUs launch with "
             f"ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes {world} ...; on GPUs check that "
@@ -70,7 +71,7 @@ def owned_by_train(name: str) -> bool:
     return name.endswith(".py") and (Path(hwlm.models.__file__).parent / name).is_file()
 
 
-class StartupTimeout(ValueError):
+class StartupTimeout(UserError):
     """The other processes of a multi-process run did not join within ``--ddp_timeout`` seconds."""
 
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import copy
 
+from hwlm.errors import UserError
+
 __all__ = ["TRAIN_BYTES_PER_PARAMETER", "available_memory", "check_model_size", "estimate_parameters"]
 
 # float32 weights, their gradients and Adam's two moments; SGD needs less, so this errs on the safe side
@@ -41,7 +43,7 @@ def estimate_parameters(config) -> int:
     try:
         one, two = _count(config, 1), _count(config, 2)
     except RuntimeError as err:  # "Storage size calculation overflowed"
-        raise ValueError(
+        raise UserError(
             f"the model's sizes ({_sizes(config)}) are too large to build ({' '.join(str(err).split())[:100]}); "
             "lower hidden_size / num_hidden_layers / the vocabulary."
         ) from None
@@ -71,7 +73,7 @@ def check_model_size(config, *, bytes_per_parameter: int = TRAIN_BYTES_PER_PARAM
     need = count * bytes_per_parameter
     available = available_memory() if available is None else available
     if need > available:
-        raise ValueError(
+        raise UserError(
             f"the model would have {count:,} parameters ({_sizes(config)}): about {need / 2**30:,.1f} GiB to "
             f"{purpose} it, but {available / 2**30:,.1f} GiB of memory is available. Lower hidden_size, "
             "num_hidden_layers or the vocabulary size."
