@@ -19,6 +19,9 @@ Special tokens come first and keep their ids whatever the corpus:
 
 Encoding a prompt never appends ``<eos>``: the data pipeline (``hwlm.data``) appends one
 ``<eos>`` per corpus line itself (a post-processor would also hit prompts at generation time).
+
+Over 500 lines on purpose: the tokenizer's rules (pre-tokenizers, special tokens, vocabulary order) and the Arrow word
+counting that must reproduce them exactly live in one module, so a change to one is seen beside the other.
 """
 
 from __future__ import annotations

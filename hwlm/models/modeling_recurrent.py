@@ -18,6 +18,8 @@ the RNN/GRU or the LSTM config by the thin classes at the end of the file.
 
 Shape legend: B batch, T time, E embedding size, H hidden size, V vocabulary size, L layers.
 This file travels with saved models (`trust_remote_code`), so it imports only torch, transformers and siblings.
+It is over 500 lines on purpose: one modeling file per family, as transformers' own `models/<name>/`, read top to
+bottom (state cache, regularisers, body, heads); splitting it would scatter what a saved folder's reader needs.
 """
 
 from collections.abc import Sequence

@@ -14,6 +14,7 @@ body, `AutoModel`; `last_hidden_state` is after the final LayerNorm) → `HwlmTr
 Shape legend: B batch, T time (new tokens), S keys (cached + new), C hidden size, nh heads, hs head size (C / nh),
 V vocabulary size.
 This file travels with saved models (`trust_remote_code`), so it imports only torch, transformers and siblings.
+It is just over 500 lines on purpose: one modeling file per family, as transformers' own `models/<name>/`.
 """
 
 import math

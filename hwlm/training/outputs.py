@@ -1,5 +1,8 @@
 """Output folders belong to the user: hwlm writes only where it may, records what it wrote, and locks.
 
+Over 500 lines on purpose: every rule about which path hwlm may write, replace or delete (markers, hashes, links,
+locks, staged swaps) is in this one module, so one review covers all of them.
+
 A command (``hwlm-train``, ``hwlm-tokenizer``) writes into its ``--output_dir`` only when the folder
 
 * does not exist yet (the command creates it),
