@@ -575,5 +575,7 @@ def test_generation_lengths_are_the_callers(family, tokenizer):
     assert model.generate(ids, generation_config=GenerationConfig(max_length=6, do_sample=False, eos_token_id=None)).shape[1] == 6
     if FAMILIES[family][0] == "hwlm_transformer":
         assert model.generate(ids, **no_eos).shape[1] == CONTEXT  # by default up to the context, not past it
+        own = model.generation_config  # passing the model's own config is the default, not a request past the context
+        assert model.generate(ids, generation_config=own, do_sample=False, eos_token_id=None).shape[1] == CONTEXT
         with pytest.raises(ValueError, match=rf"Sequence of {CONTEXT + 1} tokens .* max_position_embeddings={CONTEXT}"):
             model.generate(ids, max_new_tokens=CONTEXT - 2, **no_eos)

@@ -300,24 +300,29 @@ class HwlmGenerationMixin:
             extra.append(WordStopCriteria(tokenizer, stop_strings))
         limit = self.generation_context_limit()
         if limit is not None:
-            generation_config, kwargs = self._requested_length(limit, inputs, generation_config, kwargs)
+            generation_config, kwargs = self._requested_length(limit, inputs, generation_config, kwargs,
+                                                               default=self.generation_config)
             extra.append(ContextLimitCriteria(limit))
         if extra:
             stopping_criteria = StoppingCriteriaList([*(stopping_criteria or []), *extra])
         return super().generate(inputs, generation_config=generation_config, stopping_criteria=stopping_criteria, **kwargs)
 
     @staticmethod
-    def _requested_length(limit: int, inputs, generation_config: GenerationConfig | None, kwargs: dict):
+    def _requested_length(limit: int, inputs, generation_config: GenerationConfig | None, kwargs: dict, *,
+                          default: GenerationConfig):
         """
-        The caller's length as `max_new_tokens` (argument or their own generation config), refused beyond `limit`
-        positions. A `max_length` is rewritten as the same number of new tokens: transformers lets the model's
-        default `max_new_tokens` take precedence over a caller's `max_length`. Returns `(generation_config, kwargs)`.
+        The caller's length as `max_new_tokens` (argument or their own generation config, where it differs from the
+        model's `default`), refused beyond `limit` positions. A `max_length` is rewritten as the same number of new
+        tokens: transformers lets the model's default `max_new_tokens` take precedence over a caller's `max_length`.
+        Returns `(generation_config, kwargs)`.
         """
         prompt = inputs if inputs is not None else kwargs.get("input_ids", kwargs.get("inputs_embeds"))
         prompt_length = prompt.shape[1] if torch.is_tensor(prompt) and prompt.dim() >= 2 else 0
         if any(kwargs.get(k) is not None for k in ("max_new_tokens", "max_length")):
             lengths = kwargs  # the call's arguments
-        elif generation_config is not None and {"max_new_tokens", "max_length"} & set(generation_config.to_diff_dict()):
+        elif generation_config is not None and any(
+            getattr(generation_config, k) != getattr(default, k) for k in ("max_new_tokens", "max_length")
+        ):
             generation_config = copy.deepcopy(generation_config)  # the caller's own config, changed in a copy
             lengths = vars(generation_config)
         else:
