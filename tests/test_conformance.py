@@ -364,6 +364,9 @@ def test_trainer_label_smoothing_scores_the_shifted_labels(family, tokenizer, tm
     # Trainer pops the labels and smooths the logits itself; it shifts them only for models it lists as causal LMs.
     # Unshifted, the model would be trained to predict its own input token, silently.
     model = make_model(family, tokenizer)
+    with torch.no_grad():  # peaked predictions: near-uniform ones score the same shifted or not
+        for p in model.parameters():
+            p.normal_(0.0, 0.5)
     args = TrainingArguments(output_dir=str(tmp_path), label_smoothing_factor=0.1, report_to=[], use_cpu=True)
     trainer = Trainer(model=model, args=args)
     batch = DataCollatorForLanguageModeling(tokenizer, mlm=False)(lm_dataset(tokenizer, 4, seed=3).to_list())
