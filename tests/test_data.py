@@ -7,8 +7,10 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pytest
 import torch
+from datasets import Dataset
 
 import hwlm.data as hdata
 from hwlm.data import (
@@ -16,12 +18,13 @@ from hwlm.data import (
     describe_source,
     embedded_corpus_lines,
     embedded_split_of,
+    flat_ids,
     load_corpus,
     load_or_train_tokenizer,
     load_prepared,
     prepare_datasets,
 )
-from hwlm.tokenization import TokenizerArguments, tokenizer_fingerprint, train_word_tokenizer
+from hwlm.tokenization import TokenizerArguments, load_tokenizer, tokenizer_fingerprint, train_word_tokenizer
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("HWLM_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
@@ -272,6 +275,42 @@ def test_second_run_hits_the_datasets_cache(corpus_files):
     third, _ = prepare_files(corpus_files, overwrite_cache=True)
     assert [os.stat(f["filename"]).st_mtime_ns for f in third.streams["train"].cache_files] != mtimes
     assert torch.equal(third.stream_tensor("train"), first.stream_tensor("train"))
+
+
+def test_cache_key_is_the_tokenizers_content(corpus_files):
+    """The map's cache key hashes the encoder as its tokenizer's content: an equal tokenizer loaded afresh hits the
+    cache, a tokenizer with other ids misses it (its ids are never served from the first one's cache)."""
+    args = file_args(corpus_files, block_size=4)
+    corpus = load_corpus(args)
+    tok = load_or_train_tokenizer(args, corpus)
+    first = prepare_datasets(corpus, tok, block_size=4)
+    tok.save_pretrained(corpus_files / "tok")
+    reloaded = prepare_datasets(corpus, load_tokenizer(str(corpus_files / "tok")), block_size=4)
+    assert reloaded.streams["train"].cache_files == first.streams["train"].cache_files
+    other_tok = train_word_tokenizer(["completely different words"])
+    other = prepare_datasets(corpus, other_tok, block_size=4)
+    assert other.streams["train"].cache_files != first.streams["train"].cache_files
+    assert other.token_files["train"] != first.token_files["train"]
+    assert not torch.equal(other.stream_tensor("train"), first.stream_tensor("train"))
+
+
+def test_encoder_pickles_as_its_tokenizer(corpus_files):
+    import pickle
+
+    args = file_args(corpus_files, block_size=4)
+    tok = load_or_train_tokenizer(args, load_corpus(args))
+    encoder = hdata.ArrowLineEncoder(tok)
+    copy = pickle.loads(pickle.dumps(encoder))
+    lines = pa.array(["the cat sat", "", "zebra <unk> the"])
+    assert copy.encode(lines).to_pylist() == encoder.encode(lines).to_pylist()
+    assert pickle.dumps(copy) == pickle.dumps(encoder)  # what datasets hashes for the cache key
+
+
+def test_flat_ids_reads_rows_as_the_dataset_presents_them():
+    ds = Dataset.from_dict({"input_ids": [[1, 2], [3], [4, 5, 6]]})
+    assert flat_ids(ds).tolist() == [1, 2, 3, 4, 5, 6]
+    assert flat_ids(ds.select([2, 0])).tolist() == [4, 5, 6, 1, 2]
+    assert flat_ids(ds.select([])).tolist() == []
 
 
 def test_num_proc_gives_the_same_streams(corpus_files):

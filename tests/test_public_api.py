@@ -17,7 +17,29 @@ PRIVATE_ATTRIBUTES = {
     "_attn_implementation": "hf_internals.attention_implementation / eager_mask_config",
     "_add_dataclass_arguments": "build the parser from dataclasses.fields",
     "_parse_dataclass_field": "build the parser from dataclasses.fields",
+    # datasets
+    "_fingerprint": "Dataset.map chains the fingerprint itself; the encoder hashes as its tokenizer (ArrowLineEncoder.__reduce__)",
+    "_indices": "flat_ids reads ds.with_format('arrow')[:], which applies a select/shuffle",
 }
+
+#: Private modules imported on purpose, each with its reason; any other `from x import _y` fails the test below.
+PRIVATE_IMPORTS = {
+    ("torch.utils", "_pytree"): "torch 2.13 has no public pytree module; the Cache registrations and checkpoints need one",
+    ("huggingface_hub.utils", "_http"): "the current client factory, to wrap it with a timeout (no public getter)",
+}
+
+
+def test_no_private_name_is_imported_from_another_module():
+    """Not from transformers, datasets, tokenizers or argparse, nor one hwlm module from another (a helper one
+    module needs from another is public there, like tokenization.holds_special_token)."""
+    found = []
+    for path in modules():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                found += [f"{path.relative_to(HWLM)}: from {node.module} import {a.name}" for a in node.names
+                          if a.name.startswith("_") and not a.name.startswith("__")
+                          and (node.module, a.name) not in PRIVATE_IMPORTS]
+    assert not found, found
 
 
 def modules():

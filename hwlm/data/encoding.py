@@ -4,12 +4,15 @@ that flatten ids into a stream and cut it into blocks."""
 
 from __future__ import annotations
 
+import hashlib
+from types import SimpleNamespace
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from datasets import Dataset
 from datasets.table import InMemoryTable
+from tokenizers import Tokenizer
 from transformers import PreTrainedTokenizerBase
 
 
@@ -43,6 +46,9 @@ class ArrowLineEncoder:
             with ``eos_id``.
     """
 
+    #: Part of the datasets cache key of every encoded split: change it when the ids of some line change.
+    FORMAT = "hwlm-streams-v2"
+
     def __init__(self, tokenizer: PreTrainedTokenizerBase):
         self.backend = tokenizer.backend_tokenizer
         self.eos_id = tokenizer.eos_token_id
@@ -55,6 +61,14 @@ class ArrowLineEncoder:
             direct = [(w, vocab[w]) for w, e in zip(words, encoded) if e.ids == [vocab[w]]]
         self.direct_words = pa.array([w for w, _ in direct], pa.large_string())
         self.direct_ids = np.array([i for _, i in direct], dtype=np.int32)
+
+    def __reduce__(self):
+        """Pickle as what decides the ids: the tokenizer's JSON, the ``<eos>`` id and `FORMAT`.
+
+        ``num_proc`` workers rebuild the encoder from it, and ``Dataset.map`` hashes it into the cache key of the
+        encoded split, so the key is (the input split, the tokenizer's content, this format) whatever the object's
+        other state."""
+        return _encoder_from_json, (self.backend.to_str(), self.eos_id, self.FORMAT)
 
     def encode(self, lines: pa.Array) -> pa.Array:
         """Encode lines.
@@ -190,6 +204,23 @@ class CountingEncoder:
         return pa.chunked_array(out, pa.list_(pa.int32()))
 
 
+def _encoder_from_json(tokenizer_json: str, eos_id: int, format: str) -> ArrowLineEncoder:
+    """Rebuild a pickled `ArrowLineEncoder` (`ArrowLineEncoder.__reduce__`)."""
+    if format != ArrowLineEncoder.FORMAT:
+        raise ValueError(f"an ArrowLineEncoder pickled with format {format!r}; this hwlm encodes {ArrowLineEncoder.FORMAT!r}")
+    return ArrowLineEncoder(SimpleNamespace(backend_tokenizer=Tokenizer.from_str(tokenizer_json), eos_token_id=eos_id))
+
+
+def content_digest(column: pa.ChunkedArray) -> str:
+    """SHA-256 (16 hex digits) of a column of id lists: every row's ids and where each row ends."""
+    digest = hashlib.sha256()
+    for chunk in column.chunks:
+        offsets = chunk.offsets.to_numpy()
+        digest.update(np.ascontiguousarray(offsets - offsets[0], dtype=np.int64))
+        digest.update(np.ascontiguousarray(chunk.flatten().to_numpy(zero_copy_only=False), dtype=np.int32))
+    return digest.hexdigest()[:16]
+
+
 def count_and_encode(train: Dataset, settings: dict) -> tuple[PreTrainedTokenizerBase, pa.ChunkedArray]:
     """Train the tokenizer on a split and encode that split, from one pass over its text (`CountingEncoder`).
 
@@ -239,10 +270,11 @@ def _append_eos(chunk_ids, chunk_len, pool, line_offsets, eos_id) -> tuple[np.nd
 
 
 def flat_ids(ds: Dataset) -> np.ndarray:
-    """All ``input_ids`` of a split as one 1-D int array, via Arrow (no Python loop over tokens)."""
-    if ds._indices is not None:
-        ds = ds.flatten_indices()
-    column = ds.data.column("input_ids")
+    """All ``input_ids`` of a split as one 1-D int array, via Arrow (no Python loop over tokens).
+
+    The rows are read as the dataset presents them (a ``select`` or ``shuffle`` applied): zero-copy for a plain or
+    memory-mapped table, one gather otherwise."""
+    column = ds.with_format("arrow")[:].column("input_ids")
     if column.num_chunks == 0:
         return np.zeros(0, dtype=np.int32)
     return pa.concat_arrays([chunk.flatten() for chunk in column.chunks]).to_numpy(zero_copy_only=False)

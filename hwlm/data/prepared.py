@@ -24,7 +24,7 @@ from hwlm.errors import UserError
 if TYPE_CHECKING:  # torch is imported where a tensor is made (PreparedData.stream_tensor)
     import torch
 
-from hwlm.data.encoding import ArrowLineEncoder, blocks_of, flat_ids
+from hwlm.data.encoding import ArrowLineEncoder, blocks_of, content_digest, flat_ids
 from hwlm.tokenization import (
     load_tokenizer,
     tokenizer_fingerprint,
@@ -158,12 +158,12 @@ def prepare_datasets(
         if encoded and split in encoded:
             if len(encoded[split]) != len(ds):
                 raise UserError(f"encoded[{split!r}] has {len(encoded[split])} rows, the split {len(ds)}")
-            fp = hashlib.sha256(f"{ds._fingerprint}|{fingerprint}|hwlm-streams-v2".encode()).hexdigest()[:16]
+            # given a fingerprint (else datasets would serialise the whole table to make one): the ids' own hash
+            fp = f"{fingerprint}-{content_digest(encoded[split])}"
             streams[split] = Dataset(InMemoryTable(pa.table({"input_ids": encoded[split]})), fingerprint=fp)
             continue
-        # An explicit fingerprint: the datasets cache key is (input data, tokenizer, this code's version),
-        # independent of how dill happens to hash the encoder object.
-        new_fp = hashlib.sha256(f"{ds._fingerprint}|{fingerprint}|hwlm-streams-v2".encode()).hexdigest()[:16]
+        # The datasets cache key: the input split's fingerprint and the encoder, which hashes as its tokenizer's
+        # content and format (ArrowLineEncoder.__reduce__).
         streams[split] = ds.with_format("arrow").map(
             encoder,
             batched=True,
@@ -172,7 +172,6 @@ def prepare_datasets(
             remove_columns=ds.column_names,
             features=features,
             load_from_cache_file=not overwrite_cache,
-            new_fingerprint=new_fp,
             desc=f"Tokenising {split}",
         ).with_format(None)
     unk_id, eos_id = unk_token_id(tokenizer), tokenizer.eos_token_id
@@ -194,7 +193,7 @@ def prepare_datasets(
         unk = int(np.count_nonzero(flat == unk_id))
         stats[split] = {"lines": lines, "words": words, "tokens": tokens, "eos": int(np.count_nonzero(flat == eos_id)),
                         "unk": unk, "oov_rate": unk / words, "blocks": tokens // block_size}
-        blocks_fp = hashlib.sha256(f"{ds._fingerprint}|blocks|{block_size}".encode()).hexdigest()[:16]
+        blocks_fp = hashlib.sha256(f"{fingerprint}|{_digest(flat)}|blocks|{block_size}".encode()).hexdigest()[:16]
         blocks[split] = blocks_of(flat, block_size, blocks_fp)
         token_files[split] = _cached_token_file(ds, flat)
     prepared = PreparedData(
@@ -211,10 +210,16 @@ def _cached_token_file(ds: Dataset, flat: np.ndarray) -> Optional[Path]:
     """The split's int64 token file next to its datasets cache file (written once per map fingerprint)."""
     if not ds.cache_files:
         return None  # an in-memory dataset: stream_tensor concatenates the rows instead
-    path = Path(ds.cache_files[0]["filename"]).parent / f"hwlm-tokens-{ds._fingerprint}.npy"
+    cache_file = Path(ds.cache_files[0]["filename"])  # named by datasets after the map's fingerprint
+    path = cache_file.parent / f"hwlm-tokens-{cache_file.stem}.npy"
     if not path.is_file():
         write_token_file(flat, path)
     return path
+
+
+def _digest(flat: np.ndarray) -> str:
+    """SHA-256 (16 hex digits) of a token stream (0.2 s per 100M tokens)."""
+    return hashlib.sha256(np.ascontiguousarray(flat)).hexdigest()[:16]
 
 
 def save_prepared(prepared: PreparedData, output_dir: Union[str, Path]) -> Path:
