@@ -11,7 +11,7 @@ The job (issue 20, item 3): start-up, tokenisation, training, evaluation and sam
   ``hwlm-generate --max_new_tokens 1000``, with an empty datasets cache, as on a user's first run.
 
 Same tokens on both sides: the corpus is the first ``--corpus_mb`` MB of PTB's training text, with validation and
-test lines taken from the text after it and their words unseen in training written as ``<unk>`` (upstream builds
+test lines (10% of the training lines each) taken from the text after it and their words unseen in training written as ``<unk>`` (upstream builds
 its vocabulary over all three files, hwlm over the train split only; with this corpus both vocabularies are the
 training words plus ``<eos>``). Test perplexities must agree within 1% (the models differ only in initialisation
 and dropout draws: same distributions, other random streams).
@@ -60,8 +60,10 @@ COMPAT_PATCHES = (
 )
 
 
-def make_corpus(folder: Path, megabytes: float, *, heldout_lines: int, seed: int = 0) -> dict:
+def make_corpus(folder: Path, megabytes: float, *, heldout: float = 0.1, seed: int = 0) -> dict:
     """Write train.txt / valid.txt / test.txt into ``folder`` (see the module docstring) and describe them.
+
+    Validation and test have ``heldout`` times as many lines as train each (PTB's own splits: ~8%).
 
     Uses PTB's training text when ``../shared/data`` has it, otherwise random words (Zipf-like), so the benchmark
     and its test run anywhere."""
@@ -81,7 +83,7 @@ def make_corpus(folder: Path, megabytes: float, *, heldout_lines: int, seed: int
             break
         train.append(line)
         budget -= len(line.encode("utf-8"))
-    rest = lines[len(train):]
+    rest, heldout_lines = lines[len(train):], max(50, int(heldout * len(train)))
     vocab = {w for line in train for w in line.split()}
 
     def heldout(part: list[str]) -> list[str]:
@@ -188,7 +190,7 @@ def main(argv=None) -> dict:
                          "this benchmark runs the upstream scripts beside hwlm and does not ship them.")
     work = Path(tempfile.mkdtemp(prefix="hwlm-small-job-"))
     try:
-        corpus = make_corpus(work / "data", args.corpus_mb, heldout_lines=max(200, int(args.corpus_mb * 4000)))
+        corpus = make_corpus(work / "data", args.corpus_mb)
         patches = install_upstream(Path(args.upstream).expanduser(), work / "upstream")
         env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads),
                    HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")

@@ -194,3 +194,29 @@ def test_with_tracking_writes_tensorboard_events(prepared, tmp_path):
     train_main(lstm_flags(prepared, out, "--max_train_steps", "2", "--checkpointing_steps", "no",
                           "--with_tracking", "--report_to", "tensorboard"))
     assert list(out.rglob("events.out.tfevents.*"))
+
+
+def test_export_reuses_the_best_models_validation_score(prepared, tmp_path, monkeypatch):
+    """The exported validation figure is the whole-split score best_model/'s weights got during training (export
+    scores only the test split), and it equals scoring the published folder afresh."""
+    import hwlm.training.export as export
+    from transformers import AutoModelForCausalLM
+
+    from hwlm.data import load_prepared
+    from hwlm.evaluation import evaluate_perplexity
+
+    scored, real = [], export.evaluate_perplexity
+    monkeypatch.setattr(export, "evaluate_perplexity", lambda model, tokens, **kw: scored.append(len(tokens)) or real(model, tokens, **kw))
+    out = tmp_path / "run"
+    results = train_main(lstm_flags(prepared, out, "--max_train_steps", "6", "--checkpointing_steps", "no"))
+    data = load_prepared(prepared)
+    assert scored == [len(data.stream_tensor("test"))]
+    again = evaluate_perplexity(AutoModelForCausalLM.from_pretrained(out), data.stream_tensor("validation"),
+                                batch_size=2, bptt=8, pad_token_id=0)
+    assert results["validation_loss"] == pytest.approx(again["loss"], rel=1e-6)
+    assert results["validation_num_tokens"] == again["num_tokens"]
+    # a partial validation (--max_eval_tokens) is not the validation figure: export scores the whole split
+    scored.clear()
+    train_main(lstm_flags(prepared, tmp_path / "partial", "--max_train_steps", "6", "--checkpointing_steps", "no",
+                          "--max_eval_tokens", "20"))
+    assert scored == [len(data.stream_tensor("validation")), len(data.stream_tensor("test"))]

@@ -35,8 +35,10 @@ def run(argv: Optional[list[str]] = None) -> dict:
         from hwlm.hub import check_card_folder
 
         check_card_folder(eval_args.model_name_or_path)  # before minutes of evaluation, not after
+    from hwlm.allocator import keep_freed_memory
     from hwlm.evaluation.run import evaluate_folder
 
+    keep_freed_memory()
     return evaluate_folder(eval_args, data_args, dynamic_args, cache_args)
 
 

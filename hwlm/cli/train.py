@@ -42,7 +42,10 @@ def run(argv: list[str] | None = None) -> dict:
     # the same point and reports its own error before the launcher ends the others.
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         arguments.check_settings(model_args, data_args, train_args)
+    from hwlm.allocator import keep_freed_memory
     from hwlm.training.loop import train
+
+    keep_freed_memory()  # each step's logits reused, not page-faulted afresh (see hwlm.allocator)
 
     command = "hwlm-train " + " ".join(shlex.quote(a) for a in argv)
     return train(model_args, data_args, train_args, command=command)

@@ -22,8 +22,11 @@ def final_model(run: Run):
     return run.unwrapped
 
 
-def score_splits(run: Run, model) -> dict[str, Any]:
-    """The run's summary and ``{split}_{loss,perplexity,num_tokens}`` for the validation and test splits present."""
+def score_splits(run: Run, model, known: dict[str, dict] | None = None) -> dict[str, Any]:
+    """The run's summary and ``{split}_{loss,perplexity,num_tokens}`` for the validation and test splits present.
+
+    ``known`` maps a split to the `evaluate_perplexity` result this model already has on it (the same weights,
+    scored with the same settings during training): that split is not scored again."""
     results: dict[str, Any] = {
         "train_steps": run.state.global_step,
         "epochs": run.state.epoch,
@@ -36,7 +39,8 @@ def score_splits(run: Run, model) -> dict[str, Any]:
             tokens = run.prepared.stream_tensor(split)
         except (KeyError, ValueError):
             continue
-        for key, value in evaluate_perplexity(model, tokens, **run.evaluation_kwargs()).items():
+        scored = (known or {}).get(split) or evaluate_perplexity(model, tokens, **run.evaluation_kwargs())
+        for key, value in scored.items():
             results[f"{split}_{key}"] = value
     return results
 
@@ -52,7 +56,9 @@ def export(run: Run) -> dict[str, Any]:
     args, out = run.args, run.out
     with no_library_bars():
         final = final_model(run)
-    results = score_splits(run, final)
+    # best_model/ holds the weights validated at best_step; their whole-split score then is the validation figure
+    known = {"validation": run.best_validation} if final is not run.unwrapped and run.best_validation else None
+    results = score_splits(run, final, known)
     if run.accelerator.is_main_process:
         (out / "all_results.json").write_text(json.dumps(results, indent=2))
         plot_curves(run.state, out / CURVES_FILE)

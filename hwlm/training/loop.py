@@ -314,6 +314,7 @@ def validate(run: Run) -> dict:
     state.valid_curve.append([state.global_step, res["perplexity"]])
     if res["loss"] < state.best_valid_loss:
         state.best_valid_loss, state.best_step = res["loss"], state.global_step
+        run.best_validation = res if not run.args.max_eval_tokens else None  # export reuses a whole-split score
         if accelerator.is_main_process:
             with no_library_bars():
                 run.unwrapped.save_pretrained(out / BEST_DIR)

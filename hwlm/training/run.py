@@ -114,6 +114,8 @@ class Run:
     branch: int = 0  # checkpoint timeline (a resume from an older checkpoint starts a new one)
     last_checkpoint: Path | None = None
     stop: StopRequest = field(default_factory=StopRequest)
+    # the validation result of the weights in best_model/, when this process scored them on the whole split
+    best_validation: dict | None = None
 
     @property
     def out(self) -> Path:
