@@ -191,7 +191,7 @@ def refresh_model_card(folder: str | os.PathLike, new_results: dict[str, Any], *
     """
     from transformers import AutoConfig
 
-    from hwlm.training.outputs import check_no_links
+    from hwlm.output_folders import check_no_links
 
     folder = check_card_folder(folder)
     check_no_links(folder, ["README.md", "hwlm_run.json"])  # README.md as a link would overwrite its target
@@ -213,7 +213,7 @@ def refresh_model_card(folder: str | os.PathLike, new_results: dict[str, Any], *
         num_parameters=results.get("num_parameters"),
         prompt=prompt,
     )
-    from hwlm.training.outputs import record_written
+    from hwlm.output_folders import record_written
 
     record_written(folder, "hwlm_run.json", [], hash_files=True)  # the card is still hwlm's: record its new hash
     return path

@@ -20,7 +20,7 @@ LOAD_BYTES_PER_PARAMETER = 8
 
 
 def load_causal_lm(name_or_path: str, **kwargs):
-    """``AutoModelForCausalLM.from_pretrained(name_or_path, **kwargs)`` after `hwlm.training.sizes.check_model_size`.
+    """``AutoModelForCausalLM.from_pretrained(name_or_path, **kwargs)`` after `hwlm.model_sizes.check_model_size`.
 
     Raises:
         ValueError: the model would not fit in memory, or a pickled weights file holds objects other than
@@ -29,7 +29,7 @@ def load_causal_lm(name_or_path: str, **kwargs):
     from transformers import AutoConfig, AutoModelForCausalLM
 
     import hwlm  # noqa: F401  (registers the Auto classes)
-    from hwlm.training.sizes import check_model_size
+    from hwlm.model_sizes import check_model_size
 
     trust = {"trust_remote_code": kwargs["trust_remote_code"]} if "trust_remote_code" in kwargs else {}
     check_model_size(AutoConfig.from_pretrained(name_or_path, **trust), bytes_per_parameter=LOAD_BYTES_PER_PARAMETER,

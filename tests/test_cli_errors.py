@@ -356,7 +356,7 @@ def test_user_errors_exit_2_on_one_line(exc, code, capsys):
 def test_hwlm_own_errors_are_user_errors(capsys):
     from hwlm.cli.common import run_main
     from hwlm.training.checkpoint import CheckpointError
-    from hwlm.training.outputs import OutputDirError
+    from hwlm.output_folders import OutputDirError
 
     for exc in (CheckpointError("stale checkpoint\nsecond line"), OutputDirError("not yours")):
         with pytest.raises(SystemExit) as exit_info:

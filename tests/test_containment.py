@@ -25,7 +25,7 @@ def prepared(tmp_path_factory) -> Path:
 
 def own_folder(tmp_path: Path, written: list) -> Path:
     """A folder with a marker hwlm wrote there (trusted), whose list is then edited to ``written``."""
-    from hwlm.training.outputs import record_written
+    from hwlm.output_folders import record_written
 
     out = tmp_path / "run"
     out.mkdir()
@@ -50,7 +50,7 @@ def victims(tmp_path: Path) -> dict[str, Path]:
 
 
 def test_clear_written_refuses_entries_outside_the_folder_and_deletes_nothing(tmp_path):
-    from hwlm.training.outputs import OutputDirError, clear_written
+    from hwlm.output_folders import OutputDirError, clear_written
 
     files = victims(tmp_path)
     out = tmp_path / "run"
@@ -76,7 +76,7 @@ def test_overwrite_output_dir_with_a_crafted_marker_is_a_clear_error(prepared, t
 
 
 def test_a_link_in_the_written_list_is_removed_as_a_link(tmp_path):
-    from hwlm.training.outputs import clear_written
+    from hwlm.output_folders import clear_written
 
     files = victims(tmp_path)
     out = own_folder(tmp_path, ["config.json", "checkpoints", "hwlm_run.json"])
@@ -103,7 +103,7 @@ def test_a_downloaded_marker_is_never_trusted_for_deletion(prepared, tmp_path):
 
 
 def test_a_file_saved_during_a_run_is_not_recorded_as_hwlms(tmp_path):
-    from hwlm.training.outputs import clear_written, record_written, tracked_writes
+    from hwlm.output_folders import clear_written, record_written, tracked_writes
     from hwlm.training.session import owned_by_train
 
     out = tmp_path / "run"
@@ -122,7 +122,7 @@ def test_a_file_saved_during_a_run_is_not_recorded_as_hwlms(tmp_path):
 
 
 def test_a_file_changed_since_hwlm_wrote_it_is_neither_deleted_nor_replaced(tmp_path):
-    from hwlm.training.outputs import OutputDirError, clear_written, record_written
+    from hwlm.output_folders import OutputDirError, clear_written, record_written
 
     out = tmp_path / "run"
     out.mkdir()
@@ -154,7 +154,7 @@ def test_a_card_refreshed_by_hwlm_eval_stays_hwlms(prepared, tmp_path):
 
 
 def test_a_lock_that_is_a_link_is_refused_and_its_target_untouched(prepared, tmp_path):
-    from hwlm.training.outputs import LOCK_NAME, OutputDirError, OutputLock
+    from hwlm.output_folders import LOCK_NAME, OutputDirError, OutputLock
 
     target = tmp_path / "victim.txt"
     target.write_text("precious")
@@ -187,7 +187,7 @@ def test_a_link_inside_the_run_folder_is_refused_before_writing(prepared, tmp_pa
 
 
 def test_marker_written_through_a_fresh_file_not_a_planted_link(tmp_path):
-    from hwlm.training.outputs import record_written
+    from hwlm.output_folders import record_written
 
     target = tmp_path / "victim.txt"
     target.write_text("precious")
@@ -295,7 +295,7 @@ def test_a_disk_full_re_prepare_is_one_line_and_keeps_the_folder(two_corpora, tm
 
 
 def test_a_killed_fresh_prepare_is_cleaned_by_the_next_run(two_corpora, tmp_path):
-    from hwlm.training.outputs import STAGING_FLAG, staging_paths
+    from hwlm.output_folders import STAGING_FLAG, staging_paths
 
     a, _ = two_corpora
     out = tmp_path / "prep"
@@ -308,7 +308,7 @@ def test_a_killed_fresh_prepare_is_cleaned_by_the_next_run(two_corpora, tmp_path
 
 
 def test_a_staged_swap_cut_between_its_renames_is_finished_by_the_next_run(tmp_path):
-    from hwlm.training.outputs import COMPLETE_FLAG, REPLACED_FLAG, STAGING_FLAG, recover_staged, staging_paths
+    from hwlm.output_folders import COMPLETE_FLAG, REPLACED_FLAG, STAGING_FLAG, recover_staged, staging_paths
 
     out = tmp_path / "prep"
     stage, previous = staging_paths(out)
@@ -398,7 +398,7 @@ def test_parameter_estimate_matches_the_built_model():
 
     import hwlm  # noqa: F401
     from hwlm.model_building import skeleton_model
-    from hwlm.training.sizes import check_model_size, estimate_parameters
+    from hwlm.model_sizes import check_model_size, estimate_parameters
 
     for model_type, sizes in (("hwlm_lstm", {"hidden_size": 16, "embedding_size": 8}), ("hwlm_rnn", {"hidden_size": 8}),
                               ("hwlm_transformer", {"hidden_size": 16, "num_attention_heads": 2,
@@ -411,7 +411,7 @@ def test_parameter_estimate_matches_the_built_model():
 
 def test_a_huge_tokenizer_is_refused_before_the_model_is_built(tmp_path, monkeypatch):
     """A tokenizer's size reaches the model only once the data is loaded: checked then, before allocation."""
-    import hwlm.training.sizes as sizes
+    import hwlm.model_sizes as sizes
 
     text = tmp_path / "text"
     text.mkdir()

@@ -112,7 +112,7 @@ def test_overwrite_output_dir_removes_only_what_hwlm_wrote(prepared, tmp_path):
 
 HOLD_LOCK = textwrap.dedent("""
     import sys, time
-    from hwlm.training.outputs import OutputLock
+    from hwlm.output_folders import OutputLock
     OutputLock(sys.argv[1], "holder").acquire()
     print("locked", flush=True)
     time.sleep(120)
@@ -120,7 +120,7 @@ HOLD_LOCK = textwrap.dedent("""
 
 
 def test_lock_keeps_a_second_run_out_and_is_taken_over_from_a_dead_owner(prepared, tmp_path):
-    from hwlm.training.outputs import LOCK_NAME
+    from hwlm.output_folders import LOCK_NAME
 
     out = tmp_path / "run"
     out.mkdir()

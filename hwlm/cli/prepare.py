@@ -17,7 +17,7 @@ from typing import Optional
 
 from hwlm.cli.common import parse_command, run_main
 from hwlm.settings import DataArguments, TokenizerArguments
-from hwlm.training.outputs import check_output_dir, staged_output
+from hwlm.output_folders import check_output_dir, staged_output
 
 PROG = "hwlm-prepare"
 MARKER = "hwlm_data.json"  # written by hwlm.data.save_prepared; marks the folder as hwlm-prepare's

@@ -17,7 +17,7 @@ from typing import Optional
 
 from hwlm.cli.common import parse_command, run_main
 from hwlm.settings import DataArguments, TokenizerArguments
-from hwlm.training.outputs import OutputLock, check_output_dir
+from hwlm.output_folders import OutputLock, check_output_dir
 
 
 PROG = "hwlm-tokenizer"

@@ -248,8 +248,8 @@ def merge_config_overrides(base: str | dict | None, update: str | dict | None) -
 
 
 def check_output_dir(args) -> None:
-    """Refuse an ``--output_dir`` hwlm-train may not write into (see `hwlm.training.outputs`); writes nothing."""
-    from hwlm.training.outputs import check_output_dir as check_folder
+    """Refuse an ``--output_dir`` hwlm-train may not write into (see `hwlm.output_folders`); writes nothing."""
+    from hwlm.output_folders import check_output_dir as check_folder
     from hwlm.training.run import RUN_FILE, TRAIN_WRITES
 
     check_folder(
@@ -279,7 +279,7 @@ def _check_model_fits_run(model_args, data_args, args) -> None:
     from hwlm.model_building import check_fits, check_model_settings, resolve_config, skeleton_model, \
         supports_state_carrying
 
-    from hwlm.training.sizes import check_model_size
+    from hwlm.model_sizes import check_model_size
 
     check_model_settings(model_args)
     config = resolve_config(model_args)

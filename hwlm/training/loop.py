@@ -32,7 +32,7 @@ from hwlm.model_building import build_model  # noqa: F401  (re-exported: hwlm.tr
 from hwlm.training import arguments
 from hwlm.training.arguments import check_output_dir
 from hwlm.training.checkpoint import quiet_tied_weights, save_checkpoint
-from hwlm.training.outputs import tracked_writes
+from hwlm.output_folders import tracked_writes
 from hwlm.training.resume import find_resume_checkpoint, read_resume
 from hwlm.training.run import (
     BEST_DIR,

@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 
 from hwlm.training.checkpoint import STATE_NAME, save_carried
-from hwlm.training.outputs import OutputDirError, OutputLock, clear_written, record_written
+from hwlm.output_folders import OutputDirError, OutputLock, clear_written, record_written
 from hwlm.training.run import BEST_RECORD, TRAIN_WRITES  # noqa: F401  (BEST_RECORD re-exported)
 from hwlm.errors import UserError
 

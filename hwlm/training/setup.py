@@ -14,7 +14,7 @@ from hwlm.training.checkpoint import find_latest_checkpoint
 from hwlm.training.optim import create_optimizer, create_scheduler
 from hwlm.training.resume import check_data_fingerprint, data_fingerprint, resume_run
 from hwlm.training.run import Run
-from hwlm.training.sizes import check_model_size
+from hwlm.model_sizes import check_model_size
 
 __all__ = ["build_run", "load_training_data", "make_train_loader"]
 
