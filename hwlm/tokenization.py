@@ -252,6 +252,13 @@ def holds_special_token(chunk: str) -> bool:
     return _SPECIAL_PATTERN.search(chunk) is not None
 
 
+def split_by_special_tokens(chunks: pa.Array) -> pa.BooleanArray:
+    """Per chunk, `holds_special_token` and is not one itself: the chunks the tokenizer splits around a special
+    token (Arrow compute over the whole array)."""
+    holds = pc.match_substring_regex(chunks, _SPECIAL_PATTERN.pattern)
+    return pc.and_(holds, pc.invert(pc.is_in(chunks, pa.array(SPECIAL_TOKENS, chunks.type))))
+
+
 def arrow_batches(texts: Iterable, batch_size: int = 10_000) -> Iterator[pa.Array]:
     """Group a stream of lines (or batches of lines, or Arrow arrays) into Arrow string arrays, nulls as "".
 
@@ -318,8 +325,7 @@ def pipeline_words(text: str, tokenizer: Tokenizer) -> list[str]:
 
 def is_whitespace_only(tokenizer: Tokenizer) -> bool:
     """True when the pipeline is a plain whitespace split (no normalizer): every chunk between spaces is one word."""
-    state = json.loads(tokenizer.to_str())
-    return state.get("normalizer") is None and (state.get("pre_tokenizer") or {}).get("type") == "WhitespaceSplit"
+    return tokenizer.normalizer is None and isinstance(tokenizer.pre_tokenizer, pre_tokenizers.WhitespaceSplit)
 
 
 def _sum_counts(tables: list[pa.Table]) -> pa.Table:
@@ -366,8 +372,7 @@ def words_from_chunk_counts(chunks: pa.Table, odd_lines: list[str], tokenizer: T
     # utf8_split_whitespace leaves empty strings at leading/trailing/repeated whitespace: not words
     chunks = chunks.filter(pc.greater(pc.binary_length(chunks["word"]), 0))
     if is_whitespace_only(tokenizer):
-        changes = pc.match_substring_regex(chunks["word"], _SPECIAL_PATTERN.pattern)
-        changes = pc.and_(changes, pc.invert(pc.is_in(chunks["word"], pa.array(SPECIAL_TOKENS, pa.large_string()))))
+        changes = split_by_special_tokens(chunks["word"])
     else:
         changes = pa.array(np.ones(chunks.num_rows, dtype=bool))
     kept = chunks.filter(pc.invert(changes))

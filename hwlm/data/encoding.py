@@ -19,7 +19,7 @@ from transformers import PreTrainedTokenizerBase
 from hwlm.tokenization import (
     ARROW_ONLY_WHITESPACE,
     SPECIAL_TOKENS,
-    holds_special_token,
+    split_by_special_tokens,
     build_word_tokenizer,
     is_whitespace_only,
     split_odd_whitespace,
@@ -53,14 +53,15 @@ class ArrowLineEncoder:
         self.backend = tokenizer.backend_tokenizer
         self.eos_id = tokenizer.eos_token_id
         vocab = self.backend.get_vocab(with_added_tokens=True)
-        words = list(vocab)
+        words = pa.array(list(vocab), pa.large_string())  # (V,)
+        ids = np.fromiter(vocab.values(), dtype=np.int32, count=len(vocab))  # (V,)
         if is_whitespace_only(self.backend):  # a word maps to itself unless a special token hides inside it
-            direct = [(w, vocab[w]) for w in words if w in SPECIAL_TOKENS or not holds_special_token(w)]
+            direct = pc.invert(split_by_special_tokens(words)).to_numpy(zero_copy_only=False)
         else:
-            encoded = self.backend.encode_batch_fast(words, add_special_tokens=False)
-            direct = [(w, vocab[w]) for w, e in zip(words, encoded) if e.ids == [vocab[w]]]
-        self.direct_words = pa.array([w for w, _ in direct], pa.large_string())
-        self.direct_ids = np.array([i for _, i in direct], dtype=np.int32)
+            encoded = self.backend.encode_batch_fast(words.to_pylist(), add_special_tokens=False)
+            direct = np.array([e.ids == [i] for e, i in zip(encoded, ids.tolist())], dtype=bool)
+        self.direct_words = words.filter(pa.array(direct))
+        self.direct_ids = ids[direct]
 
     def __reduce__(self):
         """Pickle as what decides the ids: the tokenizer's JSON, the ``<eos>`` id and `FORMAT`.
