@@ -32,8 +32,6 @@ CASES = {
         TRANSFORMER, r"HwlmTransformerForCausalLM does not carry state .* --batching blocks"),
     "block longer than positions": ((
         *TRANSFORMER, "--batching", "blocks", "--block_size", "64"), r"--block_size 64 is above .*=32"),
-    "unregistered model type": ((
-        "--model_type", "hwlm_gru", "--config_overrides", "hidden_size=8"), r"--model_type 'hwlm_gru' is not registered"),
     "stride longer than window": ((
         *TRANSFORMER, "--batching", "blocks", "--block_size", "16", "--eval_stride", "20"),
         r"--eval_stride 20 is above --block_size 16"),
@@ -116,3 +114,16 @@ def test_help_groups_every_training_flag_in_exactly_one_section(capsys):
         following = [p for p in positions if p > start]
         block = text[start : following[0] if following else len(text)]
         assert all(f"--{name}" in block for name in names), title
+
+
+def test_an_unknown_model_type_is_refused(prepared, tmp_path):
+    """By the parser, naming the families (no transformers import needed); by the library for settings built in
+    Python."""
+    from hwlm.cli.common import UsageError
+
+    with pytest.raises(UsageError, match=r"invalid choice: 'hwlm_gru' \(choose from 'hwlm_rnn', 'hwlm_lstm', 'hwlm_transformer'\)"):
+        settings(prepared, tmp_path, "--model_type", "hwlm_gru")
+    model_args, data_args, args = settings(prepared, tmp_path)
+    model_args.model_type, model_args.config_overrides = "hwlm_gru", "hidden_size=8"
+    with pytest.raises(ValueError, match=r"--model_type 'hwlm_gru' is not registered"):
+        check_settings(model_args, data_args, args)

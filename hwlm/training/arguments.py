@@ -34,9 +34,10 @@ __all__ = [
 class ModelArguments:
     """Which model to train."""
 
-    model_type: str = field(
+    model_type: Literal["hwlm_rnn", "hwlm_lstm", "hwlm_transformer"] = field(
         default="hwlm_lstm",
-        metadata={"help": "Registered model type: hwlm_rnn, hwlm_lstm or hwlm_transformer (ignored with --config_name)."},
+        metadata={"help": "The model family (ignored with --config_name; hwlm_rnn's cell, tanh, relu or gru, is "
+                          "the config field cell_type)."},
     )
     config_name: Optional[str] = field(
         default=None, metadata={"help": "A config.json file or a folder holding one; overrides --model_type."}
