@@ -250,7 +250,7 @@ def main(argv=None) -> dict:
     ])
     print(header + "\n\n" + table)
     out = {"header": header, "table": table, "ratio": ratio, "ppl_gap": ppl_gap, "rounds": rounds, "corpus": corpus,
-           "patches": patches, "settings": vars(args)}
+           "patches": patches, "settings": vars(args), "quick": bool(args.quick or args.tiny)}
     out_dir = Path(args.out_dir or RESULTS)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / f"bench_small_job{'_quick' if args.quick or args.tiny else ''}.json").write_text(

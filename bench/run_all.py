@@ -4,12 +4,16 @@ Each benchmark also writes its own JSON to ``bench/results/``; this script adds 
 all the tables. ``--quick`` uses random tokens, few steps and small evaluation slices (under 2 minutes on 2 CPU
 cores); the default uses the real PTB and WikiText-2 files from ``../shared/data`` when present.
 
-    python bench/run_all.py [--quick] [--only train gpt2 ...] [--threads 1]
+    python bench/run_all.py [--quick] [--only train gpt2 ...] [--threads 1] [--upstream DIR]
+
+``small_job`` runs pytorch/examples' word_language_model scripts beside hwlm's commands; it needs a checkout of them
+(``--upstream <examples>/word_language_model`` or ``$HWLM_UPSTREAM_WLM``) and is skipped, saying so, without one.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -21,6 +25,7 @@ import bench_eval  # noqa: E402
 import bench_generate  # noqa: E402
 import bench_gpt2  # noqa: E402
 import bench_preprocess  # noqa: E402
+import bench_small_job  # noqa: E402
 import bench_startup  # noqa: E402
 import bench_train  # noqa: E402
 from common import RESULTS, environment  # noqa: E402
@@ -33,6 +38,7 @@ BENCHMARKS = {
     "adaptive": bench_adaptive,
     "preprocess": bench_preprocess,
     "startup": bench_startup,
+    "small_job": bench_small_job,
 }
 
 
@@ -43,6 +49,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--only", nargs="+", choices=list(BENCHMARKS), default=list(BENCHMARKS))
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
     parser.add_argument("--out_dir", default=None, help="where the JSON goes (default bench/results)")
+    parser.add_argument("--upstream", default=os.environ.get("HWLM_UPSTREAM_WLM"),
+                        help="pytorch/examples' word_language_model folder, for small_job (or $HWLM_UPSTREAM_WLM)")
     args = parser.parse_args(argv)
     quick = args.quick or args.tiny
     common = (["--tiny"] if args.tiny else ["--quick"] if quick else []) + (
@@ -50,8 +58,16 @@ def main(argv=None) -> dict:
     sections, outputs, start = [], {}, time.perf_counter()
     for name in args.only:
         print(f"\n## {name}\n", flush=True)
+        if name == "small_job" and not args.upstream:
+            note = ("skipped: give --upstream <pytorch/examples>/word_language_model (or set $HWLM_UPSTREAM_WLM) to "
+                    "run the upstream scripts beside hwlm's commands")
+            print(note)
+            sections.append(f"## {name}\n\n{note}\n")
+            continue
         t0 = time.perf_counter()
         extra = [] if name == "preprocess" else ["--threads", str(args.threads)]
+        if name == "small_job":
+            extra += ["--upstream", args.upstream]
         outputs[name] = BENCHMARKS[name].main(common + extra)
         seconds = time.perf_counter() - t0
         sections.append(f"## {name} ({seconds:.0f} s)\n\n{outputs[name]['header']}\n\n{outputs[name]['table']}\n")

@@ -21,17 +21,48 @@ def positive(x) -> bool:
     return isinstance(x, (int, float)) and math.isfinite(x) and x > 0
 
 
+#: Stand-ins for pytorch/examples' word_language_model scripts (not shipped): the command lines and console lines
+#: bench_small_job relies on, a pickled module saved with torch.save and read back with torch.load(f).
+STAND_IN_MAIN = """
+import argparse, torch
+p = argparse.ArgumentParser()
+for flag in ("--data", "--model", "--save"):
+    p.add_argument(flag)
+for flag in ("--emsize", "--nhid", "--epochs", "--seed"):
+    p.add_argument(flag, type=int)
+args = p.parse_args()
+with open(args.save, "wb") as f:
+    torch.save(torch.nn.Linear(2, 2), f)
+with open(args.save, "rb") as f:
+    torch.load(f)
+print("| End of training | test loss  5.00 | test ppl   148.41")
+"""
+STAND_IN_GENERATE = """
+import argparse
+p = argparse.ArgumentParser()
+for flag in ("--data", "--checkpoint", "--outf", "--words", "--seed"):
+    p.add_argument(flag)
+args = p.parse_args()
+open(args.outf, "w").write("the " * int(args.words))
+"""
+
+
 @pytest.fixture(scope="module")
 def outputs(tmp_path_factory):
     import run_all
 
     out_dir = tmp_path_factory.mktemp("bench")
-    return run_all.main(["--tiny", "--out_dir", str(out_dir)]), out_dir
+    upstream = tmp_path_factory.mktemp("word_language_model")
+    (upstream / "main.py").write_text(STAND_IN_MAIN)
+    (upstream / "generate.py").write_text(STAND_IN_GENERATE)
+    (upstream / "model.py").write_text("")
+    (upstream / "data.py").write_text("")
+    return run_all.main(["--tiny", "--out_dir", str(out_dir), "--upstream", str(upstream)]), out_dir
 
 
 def test_every_benchmark_writes_json_and_a_table(outputs):
     results, out_dir = outputs
-    assert set(results) == {"train", "gpt2", "generate", "eval", "adaptive", "preprocess", "startup"}
+    assert set(results) == {"train", "gpt2", "generate", "eval", "adaptive", "preprocess", "startup", "small_job"}
     for name, result in results.items():
         assert result["table"].count("\n") >= 3, name  # header, rule, at least two rows
         saved = json.loads((out_dir / f"bench_{name}_quick.json").read_text())
@@ -84,3 +115,22 @@ def test_evaluation_agrees_with_the_classic_loop_on_the_same_weights(outputs):
         assert positive(row["ratio"])
         # hwlm also scores the tail that batchify drops; at toy size that moves the figure a little
         assert ppl["hwlm"]["perplexity"] == pytest.approx(ppl["reference"]["perplexity"], rel=0.05)
+
+
+def test_small_job_runs_both_sides_and_patches_only_what_torch_needs(outputs):
+    job = outputs[0]["small_job"]
+    assert job["patches"] == ["main.py: torch.load's weights_only default (torch >= 2.6)"]
+    (r,) = job["rounds"]
+    assert r["upstream"]["test_ppl"] == pytest.approx(148.41)  # read from the upstream console
+    assert 1 < r["hwlm"]["test_ppl"] < job["corpus"]["vocabulary"] * 2  # hwlm-train's all_results.json, a real run
+    assert job["ratio"] == pytest.approx(r["hwlm"]["total"] / r["upstream"]["total"])
+    assert len(r["hwlm"]["seconds"]) == len(r["upstream"]["seconds"]) == 2  # train + evaluate, then sample
+    assert "hwlm-train + hwlm-generate" in job["table"]
+
+
+def test_small_job_is_skipped_without_the_upstream_scripts(tmp_path, capsys, monkeypatch):
+    import run_all
+
+    monkeypatch.delenv("HWLM_UPSTREAM_WLM", raising=False)
+    assert run_all.main(["--tiny", "--only", "small_job", "--out_dir", str(tmp_path)]) == {}
+    assert "skipped: give --upstream" in capsys.readouterr().out
