@@ -183,9 +183,16 @@ def run_protocols(run: str | Path) -> list[tuple[str, str]]:
         for entry in json.loads((run / "protocols.json").read_text())["protocols"]:
             found.append((entry["figures"], describe_protocol(entry["protocol"], streams=entry.get("streams", 1),
                                                               window=entry.get("window"), stride=entry.get("stride"))))
+    if (run / "bench_small_job.json").is_file():  # bench/bench_small_job.py: both sides' LSTMs, their own evaluation
+        streams = 10  # upstream main.py's eval_batch_size; hwlm-train is given --per_device_eval_batch_size 10
+        carried = describe_protocol("stream", streams=streams)
+        found.append(("the upstream side's test perplexity (`bench_small_job.json`, its `main.py` `evaluate()`)",
+                      carried + f"; the example drops the tail that does not fill {streams} equal streams and does not "
+                      "score the first token of each"))
+        found.append(("the hwlm side's test perplexity (`bench_small_job.json`, hwlm-train's evaluation)", carried))
     if not found:
         raise FileNotFoundError(f"{str(run)!r} holds none of hwlm_run.json, eval.log, run.json, course.json, "
-                                "protocols.json: nothing says how its figures were measured")
+                                "protocols.json, bench_small_job.json: nothing says how its figures were measured")
     return found
 
 
