@@ -11,9 +11,14 @@ LSTM over an 8k vocabulary, 100 steps made 2.45M page faults and spent 4.8 s in 
 
 `keep_freed_memory` raises both thresholds, so tensors up to ``mmap_threshold`` are reused from the heap. The cost
 is memory the process keeps after freeing it (up to ``trim_threshold``), which a training process reuses at the
-next step anyway. hwlm-train and hwlm-eval call it when their work starts; it is a no-op where malloc is not
-glibc's, where the user tuned malloc already (``MALLOC_*`` settings, or another allocator in ``LD_PRELOAD``), and
-with ``HWLM_MALLOC_TUNING=0``.
+next step anyway. Once pyarrow is imported, it also routes pyarrow's buffers through the same malloc
+(``pyarrow.system_memory_pool()``, unless ``ARROW_DEFAULT_MEMORY_POOL`` says otherwise): preparing WikiText-2's train split in a fresh process (vocabulary and
+encoding, 2.1M tokens) took 0.60 s with pyarrow's default mimalloc pool and untuned glibc, 0.34 s with both on the
+tuned heap, where every batch's temporaries reuse the previous one's pages.
+
+hwlm-train, hwlm-eval and hwlm-prepare call it when their work starts; it is a no-op where malloc is not glibc's,
+where the user tuned malloc already (``MALLOC_*`` settings, or another allocator in ``LD_PRELOAD``), and with
+``HWLM_MALLOC_TUNING=0``.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from __future__ import annotations
 import ctypes
 import os
 import platform
+import sys
 
 __all__ = ["keep_freed_memory"]
 
@@ -48,5 +54,9 @@ def keep_freed_memory(mmap_threshold: int = 512 << 20, trim_threshold: int = 1 <
     except OSError:
         return False
     # mallopt returns 1 on success; setting either turns off glibc's dynamic adjustment of both, so set both
-    return bool(libc.mallopt(_M_MMAP_THRESHOLD, int(mmap_threshold))) and bool(
+    applied = bool(libc.mallopt(_M_MMAP_THRESHOLD, int(mmap_threshold))) and bool(
         libc.mallopt(_M_TRIM_THRESHOLD, int(trim_threshold)))
+    pyarrow = sys.modules.get("pyarrow")  # imported by the command's data stack already, or not needed
+    if applied and pyarrow is not None and "ARROW_DEFAULT_MEMORY_POOL" not in os.environ:
+        pyarrow.set_memory_pool(pyarrow.system_memory_pool())
+    return applied

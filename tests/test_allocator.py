@@ -34,14 +34,27 @@ for _ in range(10):
 print(json.dumps({"applied": applied, "faults": resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before}))
 """
 
+ARROW = """
+import json, sys
+import pyarrow  # a command's data stack imports it before its work starts
+from hwlm.allocator import keep_freed_memory
+applied = keep_freed_memory()
+print(json.dumps({"applied": applied, "arrow_pool": pyarrow.default_memory_pool().backend_name}))
+"""
+
 glibc_only = pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc malloc settings")
 
 
-def page_faults(mode: str, **env) -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_") and k not in ("LD_PRELOAD", "HWLM_MALLOC_TUNING")} | env
-    done = subprocess.run([sys.executable, "-c", STEPS, mode], capture_output=True, text=True, check=True,
+def run(code: str, *args: str, **env) -> dict:
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("MALLOC_") and k not in ("LD_PRELOAD", "HWLM_MALLOC_TUNING", "ARROW_DEFAULT_MEMORY_POOL")} | env
+    done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, check=True,
                           env=env | {"PYTHONPATH": str(REPO)})
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def page_faults(mode: str, **env) -> dict:
+    return run(STEPS, mode, **env)
 
 
 @glibc_only
@@ -57,6 +70,13 @@ def test_repeated_large_tensors_are_reused_not_faulted_afresh():
 def test_the_users_allocator_settings_win():
     assert page_faults("tuned", HWLM_MALLOC_TUNING="0")["applied"] is False
     assert page_faults("tuned", MALLOC_ARENA_MAX="2")["applied"] is False
+    assert run(ARROW, ARROW_DEFAULT_MEMORY_POOL="mimalloc")["arrow_pool"] == "mimalloc"
+
+
+@glibc_only
+def test_arrow_buffers_join_the_tuned_heap():
+    assert run(ARROW) == {"applied": True, "arrow_pool": "system"}
+    assert run(ARROW, HWLM_MALLOC_TUNING="0")["arrow_pool"] != "system"
 
 
 def test_not_applied_off_glibc(monkeypatch):

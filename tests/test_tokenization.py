@@ -341,3 +341,28 @@ def test_arrow_and_rust_whitespace_differ_only_in_four_control_characters():
     rust_ws = {text[end] for _, (_, end) in pieces[:-1]}  # the character right after each piece split it off
     assert rust_ws <= arrow_ws
     assert sorted(arrow_ws - rust_ws) == ["\x1c", "\x1d", "\x1e", "\x1f"]
+
+
+def test_the_ascii_split_is_exact_where_no_unusual_whitespace_is_found():
+    """Every code point as a separator: `has_unusual_whitespace` flags exactly the characters where the ASCII split
+    would differ from tokenizers' WhitespaceSplit, so `split_odd_whitespace` may take the faster split elsewhere."""
+    import re
+
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    from tokenizers import pre_tokenizers
+
+    from hwlm.tokenization import NON_ASCII_WHITESPACE, has_unusual_whitespace, split_whitespace
+
+    chars = [chr(c) for c in range(0x110000) if not 0xD800 <= c < 0xE000]
+    text = "".join("a" + c + "b" for c in chars)
+    pieces = pre_tokenizers.WhitespaceSplit().pre_tokenize_str(text)
+    rust_ws = {text[end] for _, (_, end) in pieces[:-1]}
+    assert {c for c in chars if re.fullmatch(f"[{NON_ASCII_WHITESPACE}]", c)} == rust_ws - set(" \t\n\v\f\r")
+    lines = pa.array(["a" + c + "b" for c in chars])
+    flagged = pc.match_substring_regex(lines, f"[\x1c-\x1f{NON_ASCII_WHITESPACE}]").to_numpy(zero_copy_only=False)
+    split_ascii = pc.list_value_length(split_whitespace(lines, ascii_only=True)).to_numpy() == 2
+    plain = [(c, s) for c, s, f in zip(chars, split_ascii, flagged) if not f]
+    assert len(plain) > 1_000_000 and all(s == (c in rust_ws) for c, s in plain)
+    assert not has_unusual_whitespace(pa.array(["the cat\tsat\r\n", "é – ü"]))
+    assert has_unusual_whitespace(pa.array(["the\u00a0cat"])) and has_unusual_whitespace(pa.array(["a\x1fb"]))

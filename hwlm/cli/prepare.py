@@ -54,8 +54,10 @@ def run(argv: Optional[list[str]] = None) -> None:
     """Parse the flags, then load, tokenise and save the corpus (see the module docstring)."""
     data_args, tok_args, prep_args = parse(argv)
     # after parsing: --help and a settings error answer without importing datasets, transformers or torch
+    from hwlm.allocator import keep_freed_memory
     from hwlm.data import describe_source, load_corpus, prepare_datasets, tokenizer_and_train_ids
 
+    keep_freed_memory()  # each batch's Arrow and numpy temporaries reuse the previous one's pages (hwlm.allocator)
     out = Path(prep_args.output_dir)
     # before any work: write only into a new or empty folder or an earlier hwlm-prepare output
     check_output_dir(out, command="hwlm-prepare", marker=MARKER, would_write=WRITES, rewrite_own=True)

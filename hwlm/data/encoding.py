@@ -22,6 +22,7 @@ from hwlm.tokenization import (
     split_by_special_tokens,
     build_word_tokenizer,
     is_whitespace_only,
+    has_unusual_whitespace,
     split_odd_whitespace,
     split_whitespace,
     tokenizer_from_counts,
@@ -80,11 +81,15 @@ class ArrowLineEncoder:
             `pyarrow.ListArray` of int32: per line its ids followed by ``<eos>`` (an empty line: just ``<eos>``).
         """
         lines = pc.fill_null(lines, "")
-        odd = pc.match_substring_regex(lines, ARROW_ONLY_WHITESPACE).to_numpy(zero_copy_only=False)
-        odd_texts = pc.filter(lines, pa.array(odd)).to_pylist() if odd.any() else []
-        if odd_texts:  # encoded below with the tokenizer; here they count as empty lines
-            lines = pc.if_else(pa.array(odd), "", lines)
-        parts = split_whitespace(lines)
+        odd_texts = []
+        if not has_unusual_whitespace(lines):
+            parts = split_whitespace(lines, ascii_only=True)
+        else:
+            odd = pc.match_substring_regex(lines, ARROW_ONLY_WHITESPACE).to_numpy(zero_copy_only=False)
+            odd_texts = pc.filter(lines, pa.array(odd)).to_pylist() if odd.any() else []
+            if odd_texts:  # encoded below with the tokenizer; here they count as empty lines
+                lines = pc.if_else(pa.array(odd), "", lines)
+            parts = split_whitespace(lines)
         chunk_ids, chunk_len, pool = self._encode_chunks(parts.flatten())
         values, offsets = _append_eos(chunk_ids, chunk_len, pool, parts.offsets.to_numpy(), self.eos_id)
         if odd_texts:
@@ -147,11 +152,10 @@ class CountingEncoder:
     def add(self, lines: pa.Array) -> None:
         """Count one batch of lines (a string array; nulls are empty lines) and keep its chunk ids."""
         lines = pc.fill_null(lines, "")
-        plain, odd = split_odd_whitespace(lines)
+        parts, odd = split_odd_whitespace(lines)
         if odd:
             self.odd_lines += odd
             self.batches.append(lines)
-        parts = split_whitespace(plain)
         coded = pc.dictionary_encode(parts.flatten())
         local = coded.dictionary.cast(pa.large_string())  # (d,) this batch's distinct chunks
         found = pc.index_in(local, value_set=self.chunks).to_numpy(zero_copy_only=False)  # float, NaN = new
