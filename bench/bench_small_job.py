@@ -29,7 +29,7 @@ same ``OMP_NUM_THREADS``; round r runs both with seed ``--seed`` + r. The ratio 
 wall time (target <= 1.1); the perplexities are compared as medians over the seeds, beside each side's spread over
 them (the two programs draw their initial weights and dropout masks differently, so one seed is one draw each).
 
-    python bench/bench_small_job.py --upstream ~/examples/word_language_model            # 1 MB, 2 epochs, 3 rounds
+    python bench/bench_small_job.py --upstream ~/examples/word_language_model            # 1 MB, 2 epochs, 5 rounds
     python bench/bench_small_job.py --upstream ... --tiny    # 30 kB, 1 epoch, 1 round (the tests)
 
 Prints a Markdown table and writes JSON to bench/results/bench_small_job[_quick].json.
@@ -178,7 +178,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--corpus_mb", type=float, default=1.0, help="training text size (default 1 MB)")
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--words", type=int, default=1000, help="words to sample after training")
-    parser.add_argument("--repeats", type=int, default=3, help="interleaved rounds (default 3)")
+    parser.add_argument("--repeats", type=int, default=5, help="interleaved rounds (default 5)")
     parser.add_argument("--threads", type=int, default=1, help="OMP_NUM_THREADS for both sides (default 1)")
     parser.add_argument("--seed", type=int, default=1111, help="round r runs both sides with seed + r (default 1111)")
     parser.add_argument("--quick", action="store_true", help="0.2 MB, 1 epoch, 1 round")
