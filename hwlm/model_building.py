@@ -18,7 +18,7 @@ from hwlm.errors import UserError
 
 __all__ = [
     "supports_state_carrying", "check_tokenizer_fits", "parse_config_overrides", "check_config_overrides", "resolve_config",
-    "check_model_settings", "skeleton_model", "check_fits", "build_model",
+    "check_model_settings", "declared_config_fields", "skeleton_model", "check_fits", "build_model",
 ]
 
 
@@ -57,14 +57,49 @@ def check_config_overrides(overrides: dict[str, Any], config_class: type) -> Non
 
     valid = {f.name for f in dataclasses.fields(config_class)} if dataclasses.is_dataclass(config_class) else set()
     valid |= set(config_class().to_dict())
+    _refuse_unknown_keys(overrides, valid, config_class.__name__, config_class.model_type)
+
+
+def _refuse_unknown_keys(overrides: dict[str, Any], valid: set[str] | frozenset[str], class_name: str,
+                         model_type: str) -> None:
     for key in overrides:
         if key not in valid:
             close = difflib.get_close_matches(key, sorted(valid), n=1)
             hint = f"did you mean {close[0]!r}? " if close else ""
             raise UserError(
-                f"config_overrides key {key!r} is not a field of {config_class.__name__} ({config_class.model_type}); "
+                f"config_overrides key {key!r} is not a field of {class_name} ({model_type}); "
                 f"{hint}Valid fields are documented in the config's docstring."
             )
+
+
+def declared_config_fields(model_type: str) -> frozenset[str] | None:
+    """The fields hwlm's config class for ``model_type`` declares (its own and its hwlm base classes'), read from
+    the class bodies in ``hwlm/models/configuration_*.py`` without importing them (transformers' config module
+    imports torch: seconds). None for a model type that is not hwlm's.
+
+    These are what ``--config_overrides`` may set for an hwlm family: every architecture and regularisation field,
+    the vocabulary and special-token ids, ``use_cache``; not transformers' generic fields (``dtype``,
+    ``output_hidden_states``, ``id2label``, ...), which no training run sets through the config.
+    """
+    import ast
+    from pathlib import Path
+
+    from hwlm.models import MODEL_CLASS_NAMES
+
+    if model_type not in MODEL_CLASS_NAMES:
+        return None
+    classes: dict[str, tuple[list[str], set[str]]] = {}  # class name -> (base class names, annotated fields)
+    for path in Path(__file__).parent.joinpath("models").glob("configuration_*.py"):
+        for node in ast.parse(path.read_text(encoding="utf-8")).body:
+            if isinstance(node, ast.ClassDef):
+                fields = {n.target.id for n in node.body if isinstance(n, ast.AnnAssign) and isinstance(n.target, ast.Name)}
+                classes[node.name] = ([b.id for b in node.bases if isinstance(b, ast.Name)], fields)
+    found, todo = set(), [MODEL_CLASS_NAMES[model_type][0]]
+    while todo:
+        bases, fields = classes[todo.pop()]
+        found |= fields
+        todo += [b for b in bases if b in classes]
+    return frozenset(found)
 
 
 def _overrides(model_args) -> dict[str, Any]:
@@ -104,15 +139,22 @@ def resolve_config(model_args, **fields):
 
 def check_model_settings(model_args) -> None:
     """Refuse config override keys the model's config class does not define (before any compute)."""
+    overrides = _overrides(model_args)
+    if not overrides:
+        return
+    from_folder = model_args.model_name_or_path or model_args.config_name
+    declared = None if from_folder else declared_config_fields(model_args.model_type)
+    if declared is not None:  # an hwlm family: checked from its declared fields, before transformers is imported
+        from hwlm.models import MODEL_CLASS_NAMES
+
+        _refuse_unknown_keys(overrides, declared, MODEL_CLASS_NAMES[model_args.model_type][0], model_args.model_type)
+        return
     from transformers import AutoConfig
 
     import hwlm  # noqa: F401  (registers the Auto classes)
 
-    overrides = _overrides(model_args)
-    if not overrides:
-        return
-    if model_args.model_name_or_path or model_args.config_name:
-        config_class = type(AutoConfig.from_pretrained(model_args.model_name_or_path or model_args.config_name))
+    if from_folder:
+        config_class = type(AutoConfig.from_pretrained(from_folder))
     else:
         config_class = _registered_config_class(model_args.model_type)
     check_config_overrides(overrides, config_class)

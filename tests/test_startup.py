@@ -61,6 +61,7 @@ def test_settings_error_imports_neither_torch_nor_transformers_modeling(module):
     (["--lr_scheduler_type", "plateau", "--lr_decay_factor", "0.5"], "would not lower the rate"),
     (["--config", "presets/no-such-preset.yaml"], "does not exist"),
     (["--model_type", "hwlm_gru"], "invalid choice: 'hwlm_gru'"),
+    (["--config_overrides", "hiden_size=8"], "did you mean 'hidden_size'"),
 ])
 def test_train_cross_field_errors_come_before_the_training_stack(argv, message):
     report, stderr = run_command("hwlm.cli.train", argv)

@@ -127,3 +127,22 @@ def test_an_unknown_model_type_is_refused(prepared, tmp_path):
     model_args.model_type, model_args.config_overrides = "hwlm_gru", "hidden_size=8"
     with pytest.raises(ValueError, match=r"--model_type 'hwlm_gru' is not registered"):
         check_settings(model_args, data_args, args)
+
+
+@pytest.mark.parametrize("model_type", ["hwlm_rnn", "hwlm_lstm", "hwlm_transformer"])
+def test_declared_config_fields_are_the_fields_hwlms_classes_declare(model_type):
+    """Read from the source without importing it, equal to the annotations of hwlm's classes in the real config's
+    MRO, and all of them dataclass fields of that config."""
+    import dataclasses
+
+    from transformers import CONFIG_MAPPING
+
+    import hwlm  # noqa: F401
+    from hwlm.model_building import declared_config_fields
+
+    config_class = CONFIG_MAPPING[model_type]
+    ours = {name for cls in config_class.__mro__ if cls.__module__.startswith("hwlm.")
+            for name in vars(cls).get("__annotations__", {})}
+    assert declared_config_fields(model_type) == ours
+    assert ours <= {f.name for f in dataclasses.fields(config_class)}
+    assert declared_config_fields("gpt2") is None
