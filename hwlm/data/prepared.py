@@ -153,14 +153,14 @@ def prepare_datasets(
     fingerprint = tokenizer_fingerprint(tokenizer)
     encoder = ArrowLineEncoder(tokenizer)
     features = Features({"input_ids": List(Value("int32"))})
-    streams = DatasetDict()
+    streams, keys = DatasetDict(), {}  # keys: what identifies each split's token stream (the blocks' fingerprint)
     for split, ds in corpus.items():
         if encoded and split in encoded:
             if len(encoded[split]) != len(ds):
                 raise UserError(f"encoded[{split!r}] has {len(encoded[split])} rows, the split {len(ds)}")
             # given a fingerprint (else datasets would serialise the whole table to make one): the ids' own hash
-            fp = f"{fingerprint}-{content_digest(encoded[split])}"
-            streams[split] = Dataset(InMemoryTable(pa.table({"input_ids": encoded[split]})), fingerprint=fp)
+            keys[split] = f"{fingerprint}-{content_digest(encoded[split])}"
+            streams[split] = Dataset(InMemoryTable(pa.table({"input_ids": encoded[split]})), fingerprint=keys[split])
             continue
         # The datasets cache key: the input split's fingerprint and the encoder, which hashes as its tokenizer's
         # content and format (ArrowLineEncoder.__reduce__).
@@ -193,7 +193,8 @@ def prepare_datasets(
         unk = int(np.count_nonzero(flat == unk_id))
         stats[split] = {"lines": lines, "words": words, "tokens": tokens, "eos": int(np.count_nonzero(flat == eos_id)),
                         "unk": unk, "oov_rate": unk / words, "blocks": tokens // block_size}
-        blocks_fp = hashlib.sha256(f"{fingerprint}|{_digest(flat)}|blocks|{block_size}".encode()).hexdigest()[:16]
+        key = keys.get(split) or _stream_key(ds, flat, fingerprint)
+        blocks_fp = hashlib.sha256(f"{key}|blocks|{block_size}".encode()).hexdigest()[:16]
         blocks[split] = blocks_of(flat, block_size, blocks_fp)
         token_files[split] = _cached_token_file(ds, flat)
     prepared = PreparedData(
@@ -217,9 +218,13 @@ def _cached_token_file(ds: Dataset, flat: np.ndarray) -> Optional[Path]:
     return path
 
 
-def _digest(flat: np.ndarray) -> str:
-    """SHA-256 (16 hex digits) of a token stream (0.2 s per 100M tokens)."""
-    return hashlib.sha256(np.ascontiguousarray(flat)).hexdigest()[:16]
+def _stream_key(ds: Dataset, flat: np.ndarray, tokenizer_fingerprint: str) -> str:
+    """What identifies a mapped split's token stream: its datasets cache file, named after the map's fingerprint
+    (which covers the input split and the tokenizer), or for one held in memory the tokenizer's and the ids' hashes
+    (SHA-256: 0.2 s per 100M tokens)."""
+    if ds.cache_files:
+        return Path(ds.cache_files[0]["filename"]).stem
+    return f"{tokenizer_fingerprint}-{hashlib.sha256(np.ascontiguousarray(flat)).hexdigest()[:16]}"
 
 
 def save_prepared(prepared: PreparedData, output_dir: Union[str, Path]) -> Path:
